@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+for line in (here / "skaem" / "__init__.py").read_text().splitlines():
+    if line.startswith("__version__"):
+        exec(line, version)
+
+setup(
+    name="skaem",
+    version=version["__version__"],
+    description="Autoregressive Energy Machines (Nash & Durkan, 2019) for scikit-learn",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["skaem", "skaem.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "scikit-learn>=1.6",
+        "torch>=2.1",
+        "joblib>=1.2",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pandas>=1.5"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["skaem=skaem.__main__:main"]},
+    license="BSD-3-Clause",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,32 @@
+"""Device resolution and seeding for the torch backend."""
+
+import contextlib
+
+import torch
+
+
+def resolve_device(name: str, strict: bool = True) -> torch.device:
+    """Map "auto", "cpu" or "cuda[:i]" to an available torch device.
+
+    With ``strict=False`` an unavailable CUDA device falls back to the CPU,
+    so that a model trained on a GPU still scores on a CPU-only machine.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        if strict:
+            raise ValueError(
+                f"device={name!r} was requested but CUDA is not available; "
+                "use device='cpu' or device='auto'."
+            )
+        name = "cpu"
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed torch's global generators (initialisation, dropout) and restore them."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,151 @@
+"""The Autoregressive Energy Machine as a torch module (Section 3)."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .nn import EnergyNet, ResMADE
+from .normalizers import (
+    importance_log_density,
+    importance_samples,
+    log_importance_weights,
+    log_normalizer,
+    n_defensive_samples,
+)
+
+
+class AEM(nn.Module):
+    """ResMADE emitting (proposal parameters, context) + a shared energy net.
+
+    Parameters
+    ----------
+    n_features : int
+        Data dimension D.
+    proposal : nn.Module
+        A proposal from :mod:`skaem.proposal`.
+    hidden_features, n_blocks, activation, dropout
+        ResMADE width, depth, activation and dropout rate.
+    context_features : int
+        Size of the context vector handed to the energy network.
+    energy_hidden_features, energy_n_blocks, energy_activation, energy_dropout
+        The same for the energy network.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        proposal: nn.Module,
+        hidden_features: int = 256,
+        n_blocks: int = 4,
+        context_features: int = 64,
+        energy_hidden_features: int = 128,
+        energy_n_blocks: int = 4,
+        activation: str = "relu",
+        energy_activation: str = "relu",
+        dropout: float = 0.0,
+        energy_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.n_features = n_features
+        self.context_features = context_features
+        self.proposal = proposal
+        self.made = ResMADE(
+            n_features,
+            context_features + proposal.n_params,
+            hidden_features,
+            n_blocks,
+            activation,
+            dropout,
+        )
+        self.energy = EnergyNet(
+            context_features,
+            energy_hidden_features,
+            energy_n_blocks,
+            energy_activation,
+            energy_dropout,
+        )
+
+    def conditionals(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Proposal parameters (N, D, P) and projected contexts (N, D, H)."""
+        context, params = self.made(x).split(
+            [self.context_features, self.proposal.n_params], dim=-1
+        )
+        return params, self.energy.project_context(context)
+
+    def proposal_log_prob(self, x: Tensor) -> Tensor:
+        """Exact ``log q(x_d | x_<d)``, shape (N, D)."""
+        params, _ = self.conditionals(x)
+        return self.proposal.log_prob(params, x.unsqueeze(-1)).squeeze(-1)
+
+    def log_prob_terms(
+        self,
+        x: Tensor,
+        uniforms: Tensor,
+        normals: Tensor,
+        include_data: bool = True,
+        defensive_fraction: float = 0.0,
+    ) -> tuple[Tensor, Tensor]:
+        """Estimated ``log p(x_d | x_<d)`` and exact ``log q(x_d | x_<d)``, (N, D).
+
+        ``uniforms`` and ``normals`` of shape (N, D, S), or (D, S) to share
+        the same noise across rows, drive the S importance samples, of which
+        a ``defensive_fraction`` comes from the proposal's heavy-tailed
+        partner. Gradients reach the energy and the context through log p,
+        and the proposal through log q only (Section 3.2).
+        """
+        params, context = self.conditionals(x)
+        log_q = self.proposal.log_prob(params, x.unsqueeze(-1)).squeeze(-1)
+        n_samples = uniforms.shape[-1]
+        n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
+        with torch.no_grad():
+            params = params.detach()
+            samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
+            points = torch.cat([x.unsqueeze(-1), samples], dim=-1)
+            log_is = importance_log_density(self.proposal, params, points, n_heavy, n_samples)
+        neg_energy = self.energy(points, context)
+        log_w = log_importance_weights(neg_energy, log_is)
+        log_z = log_normalizer(log_w[..., 1:], log_w[..., 0] if include_data else None)
+        log_p = neg_energy[..., 0] - log_z
+        return log_p.masked_fill(log_q == -math.inf, -math.inf), log_q
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n_samples: int,
+        n_proposals: int,
+        generator: torch.Generator,
+        resample: bool = True,
+        defensive_fraction: float = 0.0,
+    ) -> Tensor:
+        """Draw samples one dimension at a time by importance resampling.
+
+        Each step draws ``n_proposals`` candidates from the proposal of
+        dimension d and keeps one with probability proportional to its
+        importance weight (Section 3.3); ``resample=False`` keeps the first
+        candidate, an exact draw from the proposal. Candidates are drawn as
+        for the normalizer, with a ``defensive_fraction`` from the
+        heavy-tailed partner.
+        """
+        device = next(self.parameters()).device
+        x = torch.zeros(n_samples, self.n_features, device=device)
+        for d in range(self.n_features):
+            params, context = self.conditionals(x)
+            proposal = self.proposal.restrict(d)
+            params, context = params[:, d : d + 1], context[:, d : d + 1]
+            n = n_proposals if resample else 1
+            n_heavy = n_defensive_samples(proposal, n, defensive_fraction) if resample else 0
+            u = torch.rand((n_samples, 1, n), generator=generator, device=device)
+            eps = torch.randn((n_samples, 1, n), generator=generator, device=device)
+            candidates = importance_samples(proposal, params, u, eps, n_heavy)
+            if resample:
+                log_w = log_importance_weights(
+                    self.energy(candidates, context),
+                    importance_log_density(proposal, params, candidates, n_heavy, n),
+                )[:, 0]
+                candidates = candidates[:, 0]
+                idx = torch.multinomial(log_w.softmax(dim=-1), 1, generator=generator)
+                x[:, d] = candidates.gather(1, idx)[:, 0]
+            else:
+                x[:, d] = candidates[:, 0, 0]
+        return x

@@ -1,0 +1,60 @@
+"""The energy network shared across dimensions (Section 3.1)."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import ResidualBlock, make_activation
+
+
+class EnergyNet(nn.Module):
+    """Residual MLP scoring ``(x_d, context_d)`` with a non-positive output.
+
+    The first layer acts on the concatenation ``[x_d, context_d]``; it is
+    split into a weight on ``x_d`` and a projection of the context, so the
+    context part is computed once per (row, dimension) and broadcast over
+    every point at which that conditional is evaluated.
+    """
+
+    def __init__(
+        self,
+        context_features: int,
+        hidden_features: int = 128,
+        n_blocks: int = 4,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        first = nn.Linear(context_features + 1, hidden_features)
+        self.x_weight = nn.Parameter(first.weight[:, 0].detach().clone())
+        self.context_layer = nn.Linear(context_features, hidden_features)
+        with torch.no_grad():
+            self.context_layer.weight.copy_(first.weight[:, 1:])
+            self.context_layer.bias.copy_(first.bias)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(
+                nn.Linear(hidden_features, hidden_features),
+                nn.Linear(hidden_features, hidden_features),
+                activation,
+                dropout,
+            )
+            for _ in range(n_blocks)
+        )
+        self.final_activation = make_activation(activation)
+        self.output_layer = nn.Linear(hidden_features, 1)
+
+    def project_context(self, context: Tensor) -> Tensor:
+        """First-layer contribution of the context, shape (..., hidden)."""
+        return self.context_layer(context)
+
+    def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
+        """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
+
+        ``projected_context`` has shape (..., hidden) and is shared by the S
+        points of its conditional.
+        """
+        h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)
+        for block in self.blocks:
+            h = block(h)
+        out = self.output_layer(self.final_activation(h)).squeeze(-1)
+        return -F.softplus(out)

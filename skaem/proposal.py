@@ -1,0 +1,109 @@
+"""Tractable proposals q(x_d | x_<d): a Gaussian mixture or a fixed uniform.
+
+Both are stateless maps from per-conditional parameters (emitted by the
+ResMADE, shape (..., n_params)) to log-densities and reparameterised samples
+of shape (..., S). Samples are drawn from given uniform and normal noise so
+that the caller controls randomness (fresh noise for training, fixed common
+noise for deterministic scoring).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_LOG_PI = math.log(math.pi)
+
+
+class GaussianMixtureProposal(nn.Module):
+    """Mixture of K Gaussians with scales ``min_scale + softplus(raw)``."""
+
+    def __init__(self, n_components: int = 10, min_scale: float = 1e-3):
+        super().__init__()
+        self.n_components = n_components
+        self.min_scale = min_scale
+
+    @property
+    def n_params(self) -> int:
+        """Parameters per conditional: K logits, K locations, K raw scales."""
+        return 3 * self.n_components
+
+    def restrict(self, feature: int) -> "GaussianMixtureProposal":
+        """The proposal of a single feature (the same map for every feature)."""
+        return self
+
+    def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Log mixture weights, locations and scales, each (..., K)."""
+        logits, loc, raw_scale = params.chunk(3, dim=-1)
+        scale = self.min_scale + F.softplus(raw_scale)
+        return F.log_softmax(logits, dim=-1), loc, scale
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """Log-density of points ``x`` (..., S) under the mixtures (..., 3K)."""
+        log_weights, loc, scale = (t.unsqueeze(-2) for t in self.split(params))
+        z = (x.unsqueeze(-1) - loc) / scale
+        log_normal = -0.5 * z.square() - scale.log() - _LOG_SQRT_2PI
+        return torch.logsumexp(log_weights + log_normal, dim=-1)
+
+    def sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
+        """Draw (..., S) points: a component by inverse CDF, then a Gaussian."""
+        loc, scale = self._pick_components(params, uniforms)
+        return loc + scale * normals
+
+    def heavy_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """Log-density of the heavy-tailed partner: Cauchy components, same weights."""
+        log_weights, loc, scale = (t.unsqueeze(-2) for t in self.split(params))
+        z = (x.unsqueeze(-1) - loc) / scale
+        log_cauchy = -torch.log1p(z.square()) - scale.log() - _LOG_PI
+        return torch.logsumexp(log_weights + log_cauchy, dim=-1)
+
+    def heavy_sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
+        """Draw from the Cauchy partner; ``normals`` are mapped to uniforms by Phi."""
+        loc, scale = self._pick_components(params, uniforms)
+        v = torch.special.ndtr(normals).clamp(1e-6, 1 - 1e-6)
+        return loc + scale * torch.tan(math.pi * (v - 0.5))
+
+    def _pick_components(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+        log_weights, loc, scale = self.split(params)
+        cdf = log_weights.exp().cumsum(dim=-1)
+        u = uniforms.expand(*cdf.shape[:-1], uniforms.shape[-1]).contiguous()
+        component = torch.searchsorted(cdf, u).clamp_(max=self.n_components - 1)
+        return loc.gather(-1, component), scale.gather(-1, component)
+
+
+class UniformProposal(nn.Module):
+    """Fixed uniform proposal on the box ``[low_d, high_d]`` of each feature."""
+
+    def __init__(self, low: Tensor, high: Tensor):
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    n_params = 0
+    heavy_log_prob = heavy_sample = None  # bounded support: weights are bounded
+
+    def restrict(self, feature: int) -> "UniformProposal":
+        sl = slice(feature, feature + 1)
+        return UniformProposal(self.low[sl], self.high[sl])
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
+        inside = (x >= low) & (x <= high)
+        log_density = -(high - low).log().expand_as(x)
+        return torch.where(inside, log_density, torch.full_like(x, -math.inf))
+
+    def sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
+        low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
+        shape = (*params.shape[:-1], uniforms.shape[-1])
+        return (low + (high - low) * uniforms).expand(shape)
+
+
+def make_proposal(kind: str, n_components: int, min_scale: float, low=None, high=None) -> nn.Module:
+    """Build the proposal named ``kind`` ("gaussian" or "uniform")."""
+    if kind == "gaussian":
+        return GaussianMixtureProposal(n_components, min_scale)
+    if kind == "uniform":
+        return UniformProposal(low, high)
+    raise ValueError(f"Unknown proposal {kind!r}; expected 'gaussian' or 'uniform'.")

@@ -1,0 +1,172 @@
+"""Training loop: one step, one evaluation, the loop with early stopping."""
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .inference import conditional_log_densities
+from .model import AEM
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of one training run (all counts are optimisation steps)."""
+
+    max_iter: int
+    batch_size: int = 256
+    learning_rate: float = 5e-4
+    warmup_steps: int = 0
+    n_importance_samples: int = 20
+    include_data: bool = True
+    defensive_fraction: float = 0.0
+    eval_interval: int = 100
+    n_iter_no_change: int | None = None
+    validation_seed: int = 0
+    verbose: int = 0
+
+
+@dataclass
+class TrainingHistory:
+    """What a run did: evaluated steps, mean train and validation log-likelihoods."""
+
+    steps: list = field(default_factory=list)
+    train_scores: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_step: int = 0
+    n_iter: int = 0
+    diverged: bool = False
+
+
+def training_loss(
+    model: AEM,
+    batch: Tensor,
+    config: TrainingConfig,
+    warmup: bool,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Negative objective ``-(log p + log q)`` (or ``-log q`` in warm-up) and mean log p."""
+    if warmup:
+        log_q = model.proposal_log_prob(batch).sum(-1).mean()
+        return -log_q, log_q.detach()
+    shape = (*batch.shape, config.n_importance_samples)
+    uniforms = torch.rand(shape, generator=generator, device=batch.device)
+    normals = torch.randn(shape, generator=generator, device=batch.device)
+    log_p, log_q = model.log_prob_terms(
+        batch, uniforms, normals, config.include_data, config.defensive_fraction
+    )
+    log_p, log_q = log_p.sum(-1).mean(), log_q.sum(-1).mean()
+    return -(log_p + log_q), log_p.detach()
+
+
+def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> float:
+    """Mean estimated log-likelihood on held-out rows (fixed noise, eval mode)."""
+    density = "proposal" if warmup else "aem"
+    terms = conditional_log_densities(
+        model,
+        x_valid,
+        config.n_importance_samples,
+        config.validation_seed,
+        density,
+        config.include_data,
+        config.defensive_fraction,
+    )
+    model.train()
+    return terms.sum(-1).mean().item()
+
+
+def batches(n_rows: int, batch_size: int, generator: torch.Generator, device):
+    """Endless stream of index batches, reshuffled every epoch."""
+    batch_size = min(batch_size, n_rows)
+    while True:
+        perm = torch.randperm(n_rows, generator=generator, device=device)
+        for start in range(0, n_rows - batch_size + 1, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def _progress(config: TrainingConfig):
+    if not config.verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.max_iter, desc="AEM", unit="step")
+
+
+def train(
+    model: AEM,
+    x_train: Tensor,
+    x_valid: Tensor | None,
+    config: TrainingConfig,
+    generator: torch.Generator,
+    step_offset: int = 0,
+) -> TrainingHistory:
+    """Maximise ``log p + log q`` with Adam and cosine annealing.
+
+    Every ``eval_interval`` steps the mean train log-likelihood (and the
+    validation one, if any) is recorded and the weights are kept if they are
+    the best so far (or, without validation, the latest finite ones). A
+    non-finite loss stops the run with a warning and restores those weights;
+    so does early stopping. ``step_offset`` counts the warm-up steps done by
+    earlier calls (``warm_start``).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.max_iter, 1))
+    history = TrainingHistory()
+    best = (-math.inf, copy.deepcopy(model.state_dict()))
+    running, n_running, bad_evals = torch.zeros((), device=x_train.device), 0, 0
+    bar = _progress(config)
+    stream = batches(x_train.shape[0], config.batch_size, generator, x_train.device)
+    model.train()
+    for step in range(1, config.max_iter + 1):
+        warmup = step_offset + step <= config.warmup_steps
+        loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running, n_running = running + log_p, n_running + 1
+        if bar is not None:
+            bar.update(1)
+        if step % config.eval_interval and step != config.max_iter:
+            continue
+        train_score = (running / n_running).item()  # one host sync per interval
+        running, n_running = torch.zeros_like(running), 0
+        if not math.isfinite(train_score):
+            warnings.warn(
+                f"The training loss became non-finite at step {step}; training "
+                f"stopped and the weights of step {history.best_step} were restored.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            history.diverged = True
+            break
+        score = train_score
+        if x_valid is not None:
+            score = validation_score(model, x_valid, config, warmup)
+            history.validation_scores.append(score)
+        history.steps.append(step)
+        history.train_scores.append(train_score)
+        if bar is not None:
+            post = {"train": f"{train_score:.3f}"}
+            if x_valid is not None:
+                post["valid"] = f"{score:.3f}"
+            bar.set_postfix(post)
+        improved = x_valid is None or warmup or score > best[0]
+        if improved:
+            # Warm-up scores the proposal alone: not comparable with the AEM's.
+            best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()))
+            history.best_step, bad_evals = step, 0
+            continue
+        bad_evals += 1
+        if config.n_iter_no_change is not None and bad_evals >= config.n_iter_no_change:
+            break
+    if bar is not None:
+        bar.close()
+    if history.diverged or x_valid is not None:
+        model.load_state_dict(best[1])
+    history.n_iter = step
+    model.eval()
+    return history
