@@ -67,9 +67,11 @@ class GaussianMixtureProposal(nn.Module):
 
     def _pick_components(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
         log_weights, loc, scale = self.split(params)
-        cdf = log_weights.exp().cumsum(dim=-1)
-        u = uniforms.expand(*cdf.shape[:-1], uniforms.shape[-1]).contiguous()
+        batch = torch.broadcast_shapes(log_weights.shape[:-1], uniforms.shape[:-1])
+        cdf = log_weights.exp().cumsum(dim=-1).expand(*batch, -1).contiguous()
+        u = uniforms.expand(*batch, -1).contiguous()
         component = torch.searchsorted(cdf, u).clamp_(max=self.n_components - 1)
+        loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
         return loc.gather(-1, component), scale.gather(-1, component)
 
 

@@ -95,6 +95,7 @@ def _progress(config: TrainingConfig):
     return tqdm(total=config.max_iter, desc="AEM", unit="step")
 
 
+@torch.enable_grad()  # callers may sit inside torch.no_grad()
 def train(
     model: AEM,
     x_train: Tensor,
@@ -119,9 +120,11 @@ def train(
     running, n_running, bad_evals = torch.zeros((), device=x_train.device), 0, 0
     bar = _progress(config)
     stream = batches(x_train.shape[0], config.batch_size, generator, x_train.device)
+    # A fixed (uniform) proposal has nothing to warm up.
+    warmup_steps = config.warmup_steps if model.proposal.n_params else 0
     model.train()
     for step in range(1, config.max_iter + 1):
-        warmup = step_offset + step <= config.warmup_steps
+        warmup = step_offset + step <= warmup_steps
         loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

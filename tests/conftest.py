@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+# Tiny networks keep every fit in the suite to seconds on two CPU cores.
+TINY = dict(
+    hidden_features=32,
+    n_blocks=1,
+    context_features=8,
+    energy_hidden_features=32,
+    energy_n_blocks=1,
+    n_components=5,
+    batch_size=128,
+    max_iter=60,
+    warmup_steps=10,
+    eval_interval=20,
+    n_eval_importance_samples=100,
+    n_sampling_proposals=50,
+)
+
+
+@pytest.fixture
+def tiny():
+    return dict(TINY)
+
+
+@pytest.fixture
+def gaussian_2d():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(400, 2)) @ np.array([[1.0, 0.8], [0.0, 0.6]]) + [1.0, -2.0]
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)

@@ -1,0 +1,146 @@
+"""AEMDensity against known densities, and its contract with scikit-learn users."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp, multivariate_normal, norm
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skaem import AEMDensity
+
+COV = np.array([[1.0, 0.8], [0.8, 1.0]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dim", [1, 2])
+def test_reaches_true_mean_log_likelihood_of_gaussians(tiny, dim):
+    cov = COV[:dim, :dim]
+    truth = multivariate_normal(np.zeros(dim), cov)
+    X, X_test = truth.rvs(3000, random_state=1), truth.rvs(3000, random_state=2)
+    X, X_test = X.reshape(-1, dim), X_test.reshape(-1, dim)
+    params = {**tiny, "max_iter": 800, "n_eval_importance_samples": 500}
+    aem = AEMDensity(**params, random_state=0).fit(X)
+    gap = truth.logpdf(X_test).mean() - aem.score(X_test)
+    assert abs(gap) < 0.05, gap
+
+
+@pytest.mark.slow
+def test_samples_match_the_data(tiny, gaussian_2d):
+    aem = AEMDensity(**{**tiny, "max_iter": 1000}, random_state=0).fit(gaussian_2d)
+    S = aem.sample(2000, random_state=0)
+    ref = np.random.default_rng(5).normal(size=(2000, 2)) @ np.array([[1.0, 0.8], [0.0, 0.6]])
+    ref += [1.0, -2.0]
+    for d in range(2):  # marginals
+        assert ks_2samp(S[:, d], ref[:, d]).pvalue > 1e-3
+    # the dependence: projections on the diagonals
+    for direction in ([1, 1], [1, -1]):
+        assert ks_2samp(S @ direction, ref @ direction).pvalue > 1e-3
+
+
+def test_scaling_x_shifts_scores_by_minus_d_log_c(tiny, gaussian_2d):
+    c = 7.5
+    a = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    b = AEMDensity(**tiny, random_state=0).fit(c * gaussian_2d)
+    shift = b.score_samples(c * gaussian_2d) - a.score_samples(gaussian_2d)
+    np.testing.assert_allclose(shift, -2 * np.log(c), atol=1e-6)
+    np.testing.assert_allclose(b.sample(50, random_state=1), c * a.sample(50, random_state=1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_model_and_scores_independent_of_other_rows(tiny, gaussian_2d):
+    a = AEMDensity(**tiny, random_state=3).fit(gaussian_2d)
+    b = AEMDensity(**tiny, random_state=3).fit(gaussian_2d)
+    full = a.score_samples(gaussian_2d)
+    np.testing.assert_array_equal(full, b.score_samples(gaussian_2d))
+    np.testing.assert_array_equal(full, a.score_samples(gaussian_2d))  # repeated calls
+    perm = np.random.default_rng(0).permutation(len(gaussian_2d))
+    np.testing.assert_array_equal(full[perm], a.score_samples(gaussian_2d[perm]))
+    np.testing.assert_array_equal(full[7:8], a.score_samples(gaussian_2d[7:8]))
+    np.testing.assert_array_equal(a.sample(10, random_state=0), b.sample(10, random_state=0))
+
+
+def test_per_feature_terms_sum_to_scores_and_proposal_is_exact(tiny, gaussian_2d):
+    aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    terms = aem.score_samples_per_feature(gaussian_2d[:20])
+    assert terms.shape == (20, 2)
+    np.testing.assert_allclose(terms.sum(1), aem.score_samples(gaussian_2d[:20]))
+    aem.set_params(density="proposal")
+    # The proposal's first conditional is a 1-D mixture: it integrates to one.
+    grid = np.linspace(-15, 15, 6001)
+    X = np.column_stack([grid, np.zeros_like(grid)])
+    assert abs(np.trapezoid(np.exp(aem.score_samples_per_feature(X)[:, 0]), grid) - 1) < 1e-3
+
+
+def test_pickle_and_joblib_round_trips_give_identical_scores(tiny, gaussian_2d, tmp_path):
+    aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    expected = aem.score_samples(gaussian_2d)
+    again = pickle.loads(pickle.dumps(aem))
+    np.testing.assert_array_equal(again.score_samples(gaussian_2d), expected)
+    joblib.dump(aem, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").score_samples(gaussian_2d),
+                                  expected)
+
+
+def test_model_saved_with_cuda_device_scores_on_cpu(tiny, gaussian_2d):
+    aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    expected = aem.score_samples(gaussian_2d)
+    aem.set_params(device="cuda")  # as if fitted on a GPU machine
+    loaded = pickle.loads(pickle.dumps(aem))
+    np.testing.assert_allclose(loaded.score_samples(gaussian_2d), expected, atol=1e-4)
+
+
+def test_uniform_proposal_is_zero_outside_its_box(tiny):
+    X = np.random.default_rng(0).uniform(-1, 1, size=(300, 2))
+    aem = AEMDensity(**tiny, proposal="uniform", uniform_bounds=[[-1, -1], [1, 1]],
+                     random_state=0).fit(X)
+    scores = aem.score_samples([[0.0, 0.0], [1.5, 0.0], [0.0, -3.0]])
+    assert np.isfinite(scores[0]) and np.all(scores[1:] == -np.inf)
+    assert np.all(np.abs(aem.sample(200, random_state=0)) <= 1)
+
+
+def test_early_stopping_keeps_the_best_validation_weights(tiny, gaussian_2d):
+    aem = AEMDensity(**{**tiny, "max_iter": 200}, early_stopping=True, n_iter_no_change=2,
+                     random_state=0).fit(gaussian_2d)
+    assert aem.validation_scores_ is not None
+    assert len(aem.validation_scores_) == len(aem.eval_steps_) == len(aem.train_scores_)
+    after_warmup = aem.validation_scores_[aem.eval_steps_ > aem.warmup_steps]
+    assert aem.best_validation_score_ == pytest.approx(after_warmup.max())
+    assert aem.n_iter_ <= 200
+
+
+def test_warm_start_continues_training(tiny, gaussian_2d):
+    aem = AEMDensity(**tiny, warm_start=True, random_state=0).fit(gaussian_2d)
+    first = aem.model_
+    aem.fit(gaussian_2d)
+    assert aem.model_ is first and aem.n_iter_ == 2 * tiny["max_iter"]
+    assert len(aem.train_scores_) == 2 * len(range(0, tiny["max_iter"], tiny["eval_interval"]))
+    with pytest.raises(ValueError, match="features"):
+        aem.fit(gaussian_2d[:, :1])
+
+
+def test_feature_names_from_dataframe(tiny, gaussian_2d):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(gaussian_2d, columns=["a", "b"])
+    aem = AEMDensity(**tiny, random_state=0).fit(df)
+    assert list(aem.feature_names_in_) == ["a", "b"]
+    np.testing.assert_array_equal(aem.score_samples(df), aem.score_samples(gaussian_2d))
+
+
+def test_pipeline_grid_search_and_clone(tiny, gaussian_2d):
+    pipe = make_pipeline(StandardScaler(), AEMDensity(**{**tiny, "max_iter": 20}, random_state=0))
+    search = GridSearchCV(pipe, {"aemdensity__density": ["aem", "proposal"]}, cv=2)
+    search.fit(gaussian_2d)
+    assert np.isfinite(search.best_score_)
+    clone(search.best_estimator_)
+
+
+def test_training_curve_in_user_units_and_verbose_progress(tiny, gaussian_2d, capsys):
+    aem = AEMDensity(**tiny, verbose=1, random_state=0).fit(gaussian_2d)
+    assert aem.eval_steps_.tolist() == [20, 40, 60]
+    assert np.all(np.isfinite(aem.train_scores_))
+    assert "AEM" in capsys.readouterr().err

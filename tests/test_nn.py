@@ -1,0 +1,82 @@
+"""Autoregressive structure and building blocks of the torch backend."""
+
+import pytest
+import torch
+
+from skaem.model import AEM
+from skaem.nn import EnergyNet, ResMADE
+from skaem.proposal import GaussianMixtureProposal
+
+
+def randomise(module):
+    # Zero-initialised residual layers would hide connections: perturb all.
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return module
+
+
+@pytest.mark.parametrize("n_features", [1, 2, 3, 7])
+def test_resmade_output_d_depends_only_on_inputs_before_d(n_features):
+    # tanh: no dead units, so every allowed path carries a gradient.
+    made = ResMADE(n_features, 3, hidden_features=16, n_blocks=2, activation="tanh")
+    made = randomise(made).double()
+    x = torch.randn(n_features, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: made(v[None])[0], x)  # (D, 3, D)
+    allowed = torch.tril(torch.ones(n_features, n_features), diagonal=-1).bool()
+    nonzero = jac.abs().sum(1) > 0
+    assert not (nonzero & ~allowed).any()
+    assert nonzero[allowed].all()  # and every allowed connection exists
+
+
+@pytest.mark.parametrize("n_features", [1, 4])
+def test_aem_conditional_d_depends_only_on_x_up_to_d(n_features):
+    model = randomise(AEM(n_features, GaussianMixtureProposal(3), 16, 1, 4, 16, 1)).double()
+    u = torch.rand(n_features, 8, dtype=torch.float64)
+    e = torch.randn(n_features, 8, dtype=torch.float64)
+    x = torch.randn(n_features, dtype=torch.float64)
+
+    def terms(v):
+        log_p, log_q = model.log_prob_terms(v[None], u, e, defensive_fraction=0.25)
+        return torch.cat([log_p, log_q], dim=0)
+
+    jac = torch.autograd.functional.jacobian(terms, x)  # (2, D, D)
+    allowed = torch.tril(torch.ones(n_features, n_features)).bool()
+    assert not ((jac.abs() > 0) & ~allowed).any()
+
+
+def test_energy_is_non_positive_and_matches_concatenated_first_layer():
+    net = randomise(EnergyNet(context_features=5, hidden_features=8, n_blocks=2))
+    ctx = torch.randn(4, 5)
+    x = 10 * torch.randn(4, 6)
+    out = net(x, net.project_context(ctx))
+    assert out.shape == (4, 6) and (out <= 0).all()
+    # The split first layer equals a linear layer on [x_d, context_d].
+    weight = torch.cat([net.x_weight[:, None], net.context_layer.weight], dim=1)
+    inputs = torch.cat([x[..., None], ctx[:, None, :].expand(4, 6, 5)], dim=-1)
+    h = inputs @ weight.T + net.context_layer.bias
+    for block in net.blocks:
+        h = block(h)
+    ref = -torch.nn.functional.softplus(net.output_layer(net.final_activation(h))).squeeze(-1)
+    torch.testing.assert_close(out, ref)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = randomise(AEM(3, GaussianMixtureProposal(3), 16, 1, 4, 16, 1))
+    u, e = torch.rand(5, 3, 10), torch.randn(5, 3, 10)
+    log_p, log_q = model.log_prob_terms(torch.randn(5, 3), u, e)
+    (log_p.sum() + log_q.sum()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_proposal_gets_no_gradient_from_the_energy_term():
+    model = randomise(AEM(2, GaussianMixtureProposal(3), 16, 1, 4, 16, 1))
+    u, e = torch.rand(5, 2, 10), torch.randn(5, 2, 10)
+    log_p, _ = model.log_prob_terms(torch.randn(5, 2), u, e)
+    params_out = model.made.output_layer
+    log_p.sum().backward()
+    # Output units of the proposal parameters (after the context ones) stay untouched.
+    grad = params_out.weight.grad.view(2, -1, params_out.weight.shape[1])
+    assert grad[:, model.context_features :].abs().sum() == 0
+    assert grad[:, : model.context_features].abs().sum() > 0
