@@ -473,7 +473,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         terms = terms.double().cpu().numpy() - np.log(self.scale_)
         # A NaN can only come from float overflow on inputs far outside the
         # data, whose density is zero to working precision.
-        return np.nan_to_num(terms, nan=-np.inf)
+        terms[np.isnan(terms)] = -np.inf
+        return terms
 
     def score_samples(self, X):
         """Estimated log-density of each row of X.

@@ -1,0 +1,97 @@
+"""Bad input gets a clear scikit-learn style error, never a torch traceback."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skaem import AEMDensity
+
+
+@pytest.fixture
+def fitted(tiny, gaussian_2d):
+    return AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        ([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]], "NaN"),
+        ([[0.0, np.inf], [1.0, 2.0], [3.0, 1.0]], "infinity"),
+        ([["a", "b"], ["c", "d"]], "could not convert|dtype"),
+        (np.empty((0, 2)), "0 sample"),
+        ([1.0, 2.0, 3.0], "Expected 2D array"),
+        ([[1.0, 2.0]], "n_samples=1|1 sample"),
+    ],
+)
+def test_fit_rejects_bad_arrays(tiny, X, match):
+    with pytest.raises(ValueError, match=match):
+        AEMDensity(**tiny).fit(X)
+
+
+def test_constant_feature_is_named(tiny):
+    X = np.column_stack([np.random.default_rng(0).normal(size=50), np.ones(50)])
+    with pytest.raises(ValueError, match=r"constant features \(column\(s\) \[1\]\)"):
+        AEMDensity(**tiny).fit(X)
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((3, 3)), "3 features"),
+        ([[np.nan, 0.0]], "NaN"),
+        ([0.0, 1.0], "Expected 2D array"),
+        (np.empty((0, 2)), "0 sample"),
+    ],
+)
+def test_score_rejects_bad_arrays(fitted, X, match):
+    with pytest.raises(ValueError, match=match):
+        fitted.score_samples(X)
+
+
+def test_unfitted_and_bad_parameters():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        AEMDensity().score_samples([[0.0]])
+    with pytest.raises(ValueError, match="activation"):
+        AEMDensity(activation="sigmoid").fit([[0.0], [1.0]])
+    with pytest.raises(ValueError, match="n_importance_samples"):
+        AEMDensity(n_importance_samples=0).fit([[0.0], [1.0]])
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here")
+        AEMDensity(device="cuda").fit([[0.0], [1.0]])
+
+
+def test_bad_sample_counts_and_bounds(fitted, tiny, gaussian_2d):
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+    with pytest.raises(ValueError, match="uniform_bounds"):
+        AEMDensity(**tiny, proposal="uniform", uniform_bounds=[[0, 0]]).fit(gaussian_2d)
+
+
+def test_fewer_rows_than_a_batch_trains_on_all_rows(tiny):
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    aem = AEMDensity(**{**tiny, "batch_size": 256}, random_state=0).fit(X)
+    assert np.all(np.isfinite(aem.score_samples(X)))
+
+
+def test_far_away_points_score_finite_or_minus_inf_never_nan(fitted):
+    X = np.array([[1e30, -1e30], [1e6, 0.0], [0.0, -1e6]])
+    scores = fitted.score_samples(X)
+    assert not np.isnan(scores).any()
+
+
+def test_divergence_stops_with_a_warning_and_keeps_finite_weights(tiny, gaussian_2d):
+    # A learning rate this large sends the loss to inf/nan within a few steps.
+    aem = AEMDensity(**{**tiny, "max_iter": 200}, learning_rate=1e12, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aem.fit(gaussian_2d)
+    assert any("non-finite" in str(w.message) for w in caught)
+    assert all(torch.isfinite(p).all() for p in aem.model_.parameters())
+    assert not np.isnan(aem.score_samples(gaussian_2d)).any()
+    assert math.isfinite(aem.score(gaussian_2d)) or aem.score(gaussian_2d) == -np.inf

@@ -1,0 +1,42 @@
+"""The main job: fit, score and sample from the command line."""
+
+import numpy as np
+import pytest
+
+from skaem.cli import main
+
+TINY_ARGS = [
+    "--param", "hidden_features=16", "--param", "n_blocks=1",
+    "--param", "energy_hidden_features=16", "--param", "energy_n_blocks=1",
+    "--param", "context_features=4", "--param", "max_iter=20",
+    "--param", "n_eval_importance_samples=20", "--param", "n_sampling_proposals=10",
+]
+
+
+def test_fit_score_sample_round_trip(tmp_path, capsys):
+    model = tmp_path / "m.joblib"
+    main(["fit", "--data", "checkerboard", "--n-samples", "500", "--output", str(model),
+          *TINY_ARGS])
+    out = capsys.readouterr().out
+    assert "test log-likelihood (AEM" in out and "(truth)" in out and model.exists()
+
+    main(["sample", str(model), "7", "--output", str(tmp_path / "s.npy")])
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (7, 2)
+
+    csv = tmp_path / "x.csv"
+    np.savetxt(csv, samples, delimiter=",", header="a,b", comments="")
+    main(["score", str(model), str(csv), "--output", str(tmp_path / "scores.npy")])
+    assert np.load(tmp_path / "scores.npy").shape == (7,)
+
+
+def test_fit_on_a_user_file_and_clear_errors(tmp_path, capsys):
+    data = tmp_path / "d.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(200, 3)))
+    main(["fit", "--data", str(data), "--output", str(tmp_path / "m.joblib"), *TINY_ARGS])
+    assert "train (160, 3)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["fit", "--data", str(tmp_path / "missing.csv")])
+    with pytest.raises(SystemExit):
+        main(["fit", "--data", str(data), "--param", "max_iter=-1"])
+    assert "max_iter" in capsys.readouterr().err
