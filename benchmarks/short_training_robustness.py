@@ -45,8 +45,9 @@ def main():
     parser.add_argument("--n-train", type=int, default=20000)
     parser.add_argument("--eval-samples", type=int, default=1000)
     args = parser.parse_args()
-    print(f"steps={args.steps} width={args.width} n_train={args.n_train} "
-          f"S_eval={args.eval_samples}")
+    print(
+        f"steps={args.steps} width={args.width} n_train={args.n_train} S_eval={args.eval_samples}"
+    )
     header = f"{'task':13s} {'variant':52s} {'AEM':>9s} {'proposal':>9s} {'truth':>7s} "
     print(header + f"{'worst log p - log q':>20s} {'time':>6s}")
     for task, (make, truth) in TASKS.items():
@@ -54,9 +55,11 @@ def main():
         X_test = make(5000, random_state=1)
         for name, variant in VARIANTS.items():
             params = dict(
-                hidden_features=args.width, max_iter=args.steps,
+                hidden_features=args.width,
+                max_iter=args.steps,
                 warmup_steps=max(1, args.steps // 20),
-                n_eval_importance_samples=args.eval_samples, random_state=0,
+                n_eval_importance_samples=args.eval_samples,
+                random_state=0,
             )
             params.update(variant)
             start = time.perf_counter()
@@ -64,9 +67,11 @@ def main():
             elapsed = time.perf_counter() - start
             log_p = aem.score_samples(X_test)
             log_q = aem.set_params(density="proposal").score_samples(X_test)
-            print(f"{task:13s} {name:52s} {log_p.mean():9.3g} {log_q.mean():9.3f} "
-                  f"{truth(X_test).mean():7.3f} {np.min(log_p - log_q):20.3g} {elapsed:6.0f}",
-                  flush=True)
+            print(
+                f"{task:13s} {name:52s} {log_p.mean():9.3g} {log_q.mean():9.3f} "
+                f"{truth(X_test).mean():7.3f} {np.min(log_p - log_q):20.3g} {elapsed:6.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

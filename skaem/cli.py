@@ -64,8 +64,9 @@ def fit_command(args) -> None:
     fit_time = time.perf_counter() - start
     print(f"data: {args.data}  train {X_train.shape}  test {X_test.shape}")
     print(f"fit: {model.n_iter_} steps in {fit_time:.1f} s")
-    print(f"test log-likelihood (AEM, S={model.n_eval_importance_samples}): "
-          f"{model.score(X_test):.4f}")
+    print(
+        f"test log-likelihood (AEM, S={model.n_eval_importance_samples}): {model.score(X_test):.4f}"
+    )
     proposal_ll = model.set_params(density="proposal").score(X_test)
     model.set_params(density="aem")
     print(f"test log-likelihood (proposal):  {proposal_ll:.4f}")
@@ -95,12 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skaem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a model, print test log-likelihoods, save it")
-    fit.add_argument("--data", default="diamond",
-                     help=f"built-in task ({', '.join(BUILTIN)}) or a .csv/.npy path")
-    fit.add_argument("--n-samples", type=int, default=10000,
-                     help="training rows for a built-in task (test rows: a fifth)")
-    fit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="AEMDensity parameter, repeatable (e.g. max_iter=1000)")
+    fit.add_argument(
+        "--data",
+        default="diamond",
+        help=f"built-in task ({', '.join(BUILTIN)}) or a .csv/.npy path",
+    )
+    fit.add_argument(
+        "--n-samples",
+        type=int,
+        default=10000,
+        help="training rows for a built-in task (test rows: a fifth)",
+    )
+    fit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="AEMDensity parameter, repeatable (e.g. max_iter=1000)",
+    )
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--output", default="aem_model.joblib")
     fit.add_argument("--verbose", action="store_true")

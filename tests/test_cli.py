@@ -6,17 +6,30 @@ import pytest
 from skaem.cli import main
 
 TINY_ARGS = [
-    "--param", "hidden_features=16", "--param", "n_blocks=1",
-    "--param", "energy_hidden_features=16", "--param", "energy_n_blocks=1",
-    "--param", "context_features=4", "--param", "max_iter=20",
-    "--param", "n_eval_importance_samples=20", "--param", "n_sampling_proposals=10",
+    "--param",
+    "hidden_features=16",
+    "--param",
+    "n_blocks=1",
+    "--param",
+    "energy_hidden_features=16",
+    "--param",
+    "energy_n_blocks=1",
+    "--param",
+    "context_features=4",
+    "--param",
+    "max_iter=20",
+    "--param",
+    "n_eval_importance_samples=20",
+    "--param",
+    "n_sampling_proposals=10",
 ]
 
 
 def test_fit_score_sample_round_trip(tmp_path, capsys):
     model = tmp_path / "m.joblib"
-    main(["fit", "--data", "checkerboard", "--n-samples", "500", "--output", str(model),
-          *TINY_ARGS])
+    main(
+        ["fit", "--data", "checkerboard", "--n-samples", "500", "--output", str(model), *TINY_ARGS]
+    )
     out = capsys.readouterr().out
     assert "test log-likelihood (AEM" in out and "(truth)" in out and model.exists()
 

@@ -5,7 +5,7 @@ import pickle
 import joblib
 import numpy as np
 import pytest
-from scipy.stats import ks_2samp, multivariate_normal, norm
+from scipy.stats import ks_2samp, multivariate_normal
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -48,8 +48,9 @@ def test_scaling_x_shifts_scores_by_minus_d_log_c(tiny, gaussian_2d):
     b = AEMDensity(**tiny, random_state=0).fit(c * gaussian_2d)
     shift = b.score_samples(c * gaussian_2d) - a.score_samples(gaussian_2d)
     np.testing.assert_allclose(shift, -2 * np.log(c), atol=1e-6)
-    np.testing.assert_allclose(b.sample(50, random_state=1), c * a.sample(50, random_state=1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        b.sample(50, random_state=1), c * a.sample(50, random_state=1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_same_seed_same_model_and_scores_independent_of_other_rows(tiny, gaussian_2d):
@@ -82,8 +83,9 @@ def test_pickle_and_joblib_round_trips_give_identical_scores(tiny, gaussian_2d, 
     again = pickle.loads(pickle.dumps(aem))
     np.testing.assert_array_equal(again.score_samples(gaussian_2d), expected)
     joblib.dump(aem, tmp_path / "m.joblib")
-    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").score_samples(gaussian_2d),
-                                  expected)
+    np.testing.assert_array_equal(
+        joblib.load(tmp_path / "m.joblib").score_samples(gaussian_2d), expected
+    )
 
 
 def test_model_saved_with_cuda_device_scores_on_cpu(tiny, gaussian_2d):
@@ -96,16 +98,18 @@ def test_model_saved_with_cuda_device_scores_on_cpu(tiny, gaussian_2d):
 
 def test_uniform_proposal_is_zero_outside_its_box(tiny):
     X = np.random.default_rng(0).uniform(-1, 1, size=(300, 2))
-    aem = AEMDensity(**tiny, proposal="uniform", uniform_bounds=[[-1, -1], [1, 1]],
-                     random_state=0).fit(X)
+    aem = AEMDensity(
+        **tiny, proposal="uniform", uniform_bounds=[[-1, -1], [1, 1]], random_state=0
+    ).fit(X)
     scores = aem.score_samples([[0.0, 0.0], [1.5, 0.0], [0.0, -3.0]])
     assert np.isfinite(scores[0]) and np.all(scores[1:] == -np.inf)
     assert np.all(np.abs(aem.sample(200, random_state=0)) <= 1)
 
 
 def test_early_stopping_keeps_the_best_validation_weights(tiny, gaussian_2d):
-    aem = AEMDensity(**{**tiny, "max_iter": 200}, early_stopping=True, n_iter_no_change=2,
-                     random_state=0).fit(gaussian_2d)
+    aem = AEMDensity(
+        **{**tiny, "max_iter": 200}, early_stopping=True, n_iter_no_change=2, random_state=0
+    ).fit(gaussian_2d)
     assert aem.validation_scores_ is not None
     assert len(aem.validation_scores_) == len(aem.eval_steps_) == len(aem.train_scores_)
     after_warmup = aem.validation_scores_[aem.eval_steps_ > aem.warmup_steps]
