@@ -36,8 +36,7 @@ def main():
     if args.max_iter:
         params["max_iter"] = args.max_iter
     aem = AEMDensity(**params)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"max_iter={aem.max_iter}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, max_iter={aem.max_iter}")
     start = time.perf_counter()
     aem.fit(X)
     fit_time = time.perf_counter() - start
@@ -48,12 +47,17 @@ def main():
     start = time.perf_counter()
     gmm = GaussianMixture(10, random_state=0).fit(X)
     gmm_time = time.perf_counter() - start
-    print(f"AEM fit: {fit_time:.1f} s ({aem.n_iter_} steps, "
-          f"{1000 * fit_time / aem.n_iter_:.0f} ms/step)")
-    print(f"AEM score of {len(X_test)} rows (S={aem.n_eval_importance_samples}): "
-          f"{score_time:.1f} s")
-    print(f"test log-likelihood  AEM {aem_ll:.3f}  proposal {proposal_ll:.3f}  "
-          f"GaussianMixture(10) {gmm.score(X_test):.3f} (fit {gmm_time:.1f} s)")
+    print(
+        f"AEM fit: {fit_time:.1f} s ({aem.n_iter_} steps, "
+        f"{1000 * fit_time / aem.n_iter_:.0f} ms/step)"
+    )
+    print(
+        f"AEM score of {len(X_test)} rows (S={aem.n_eval_importance_samples}): {score_time:.1f} s"
+    )
+    print(
+        f"test log-likelihood  AEM {aem_ll:.3f}  proposal {proposal_ll:.3f}  "
+        f"GaussianMixture(10) {gmm.score(X_test):.3f} (fit {gmm_time:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ mean log-likelihood (AEM and proposal), the exact truth, and the worst gap
 (the paper's estimator, no warm-up) is the first variant.
 
 Usage: python benchmarks/short_training_robustness.py [--steps 2000] [--width 256]
-Takes about 2 x 4 x (steps / 10) seconds on two CPU cores at width 256.
+Takes about 2 x 4 x (steps / 8) seconds on two CPU cores at width 256.
 """
 
 import argparse
@@ -43,6 +43,7 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--n-train", type=int, default=20000)
+    parser.add_argument("--n-test", type=int, default=2000)
     parser.add_argument("--eval-samples", type=int, default=1000)
     args = parser.parse_args()
     print(
@@ -52,7 +53,7 @@ def main():
     print(header + f"{'worst log p - log q':>20s} {'time':>6s}")
     for task, (make, truth) in TASKS.items():
         X = make(args.n_train, random_state=0)
-        X_test = make(5000, random_state=1)
+        X_test = make(args.n_test, random_state=1)
         for name, variant in VARIANTS.items():
             params = dict(
                 hidden_features=args.width,

@@ -52,16 +52,22 @@ def conditional_log_densities(
     density: str = "aem",
     include_data: bool = True,
     defensive_fraction: float = 0.0,
+    kde: tuple[float, float] | None = None,
 ) -> Tensor:
-    """Per-dimension log-densities (N, D) of the AEM or of its proposal."""
+    """Per-dimension log-densities (N, D) of the AEM, its proposal or the AEM-KDE.
+
+    ``kde`` is ``(bandwidth, proposal_weight)``, used with ``density="kde"``.
+    """
     model.eval()
     n_features = model.n_features
     uniforms, normals = common_noise(n_features, n_samples, seed, x.device)
-    rows = chunk_rows(n_features, n_samples if density == "aem" else 0)
+    rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples)
     out = []
     for chunk, n_real in padded_chunks(x, rows):
         if density == "proposal":
             terms = model.proposal_log_prob(chunk)
+        elif density == "kde":
+            terms = model.kde_log_prob_terms(chunk, uniforms, normals, *kde, defensive_fraction)
         else:
             terms, _ = model.log_prob_terms(
                 chunk, uniforms, normals, include_data, defensive_fraction
@@ -78,6 +84,7 @@ def sample_rows(
     seed: int,
     resample: bool = True,
     defensive_fraction: float = 0.0,
+    kde: tuple[float, float] | None = None,
 ) -> Tensor:
     """Draw ``n_samples`` rows in chunks of bounded memory."""
     model.eval()
@@ -91,6 +98,7 @@ def sample_rows(
             generator,
             resample,
             defensive_fraction,
+            kde,
         )
         for start in range(0, n_samples, rows)
     ]

@@ -117,6 +117,7 @@ class AEM(nn.Module):
         generator: torch.Generator,
         resample: bool = True,
         defensive_fraction: float = 0.0,
+        kde: tuple[float, float] | None = None,
     ) -> Tensor:
         """Draw samples one dimension at a time by importance resampling.
 
@@ -125,7 +126,10 @@ class AEM(nn.Module):
         importance weight (Section 3.3); ``resample=False`` keeps the first
         candidate, an exact draw from the proposal. Candidates are drawn as
         for the normalizer, with a ``defensive_fraction`` from the
-        heavy-tailed partner.
+        heavy-tailed partner. ``kde=(bandwidth, proposal_weight)`` samples
+        the AEM-KDE instead: the kept candidate is jittered by the Gaussian
+        kernel, or replaced by a proposal draw with probability
+        ``proposal_weight``.
         """
         device = next(self.parameters()).device
         x = torch.zeros(n_samples, self.n_features, device=device)
@@ -145,7 +149,52 @@ class AEM(nn.Module):
                 )[:, 0]
                 candidates = candidates[:, 0]
                 idx = torch.multinomial(log_w.softmax(dim=-1), 1, generator=generator)
-                x[:, d] = candidates.gather(1, idx)[:, 0]
+                picked = candidates.gather(1, idx)[:, 0]
+                if kde is not None:
+                    picked = self._jitter(picked, candidates[:, 0], *kde, generator)
+                x[:, d] = picked
             else:
                 x[:, d] = candidates[:, 0, 0]
         return x
+
+    @staticmethod
+    def _jitter(picked, proposal_draw, bandwidth, proposal_weight, generator):
+        noise = torch.randn(picked.shape, generator=generator, device=picked.device)
+        use_proposal = (
+            torch.rand(picked.shape, generator=generator, device=picked.device) < proposal_weight
+        )
+        return torch.where(use_proposal, proposal_draw, picked + bandwidth * noise)
+
+    def kde_log_prob_terms(
+        self,
+        x: Tensor,
+        uniforms: Tensor,
+        normals: Tensor,
+        bandwidth: float,
+        proposal_weight: float,
+        defensive_fraction: float = 0.0,
+    ) -> Tensor:
+        """AEM-KDE ``log p(x_d | x_<d)`` (Section 4.3), shape (N, D).
+
+        Each conditional is ``(1 - a) sum_s wbar_s N(x_d; x_s, h^2) + a q(x_d)``
+        with self-normalised importance weights ``wbar_s`` of the S samples
+        ``x_s``: a normalised density for any fixed set of samples.
+        """
+        params, context = self.conditionals(x)
+        log_q = self.proposal.log_prob(params, x.unsqueeze(-1)).squeeze(-1)
+        n_samples = uniforms.shape[-1]
+        n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
+        samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
+        log_w = log_importance_weights(
+            self.energy(samples, context),
+            importance_log_density(self.proposal, params, samples, n_heavy, n_samples),
+        )
+        log_wbar = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
+        z = (x.unsqueeze(-1) - samples) / bandwidth
+        log_kernel = -0.5 * z.square() - math.log(bandwidth) - 0.5 * math.log(2 * math.pi)
+        log_kde = torch.logsumexp(log_wbar + log_kernel, dim=-1)
+        return torch.logaddexp(log_kde + _log(1 - proposal_weight), log_q + _log(proposal_weight))
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else -math.inf

@@ -1,0 +1,27 @@
+"""Short trainings must not produce catastrophic rows (checkerboard, diamond)."""
+
+import numpy as np
+import pytest
+
+from skaem import AEMDensity
+from skaem.datasets import make_checkerboard, make_diamond
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [make_checkerboard, make_diamond])
+def test_no_test_row_far_below_the_proposal_after_brief_training(make):
+    X, X_test = make(5000, random_state=0), make(2000, random_state=1)
+    aem = AEMDensity(
+        hidden_features=64,
+        n_blocks=2,
+        energy_hidden_features=64,
+        energy_n_blocks=2,
+        max_iter=600,
+        warmup_steps=30,
+        n_eval_importance_samples=200,
+        random_state=0,
+    ).fit(X)
+    log_p = aem.score_samples(X_test)
+    log_q = aem.set_params(density="proposal").score_samples(X_test)
+    assert np.all(np.isfinite(log_p))
+    assert np.min(log_p - log_q) > -10
