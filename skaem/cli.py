@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a model, print test log-likelihoods, save it")
     fit.add_argument(
         "--data",
-        default="diamond",
+        default="checkerboard",
         help=f"built-in task ({', '.join(BUILTIN)}) or a .csv/.npy path",
     )
     fit.add_argument(
