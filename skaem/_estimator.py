@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, check_memory
 
 from ._compat import validate_data
 from ._device import resolve_device, seeded
@@ -19,6 +19,24 @@ from .proposal import make_proposal
 from .training import TrainingConfig, train
 
 _MAX_SEED = 2**31 - 1
+# Parameters that change how a fitted model scores or samples, not its training.
+_SCORING_PARAMS = {
+    "density",
+    "kde_bandwidth",
+    "kde_proposal_weight",
+    "n_eval_importance_samples",
+    "n_sampling_proposals",
+    "memory",
+    "warm_start",
+}
+
+
+def _fit_networks(training_params: dict, X: np.ndarray, seed: int) -> dict:
+    """Train from scratch; a pure function of its arguments, so it can be cached."""
+    estimator = AEMDensity(**training_params)
+    estimator.n_features_in_ = X.shape[1]
+    estimator._train(X, seed, continuing=False)
+    return {k: v for k, v in vars(estimator).items() if k.endswith("_")}
 
 
 class AEMDensity(DensityMixin, BaseEstimator):
@@ -138,6 +156,14 @@ class AEMDensity(DensityMixin, BaseEstimator):
     warm_start : bool, default=False
         Continue training the fitted networks for ``max_iter`` more steps
         instead of starting afresh.
+    memory : str or object with a ``cache`` method, default=None
+        Cache the trained networks, as ``Pipeline(memory=...)`` does
+        (a path or a ``joblib.Memory``). A refit whose data and training
+        parameters are unchanged then reuses them: grid searches over the
+        scoring parameters (``density``, ``kde_bandwidth``,
+        ``kde_proposal_weight``, ``n_eval_importance_samples``,
+        ``n_sampling_proposals``) train once per fold. Needs an integer
+        ``random_state``, otherwise every fit differs and nothing is reused.
 
     Attributes
     ----------
@@ -221,6 +247,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "memory": [None, str, HasMethods(["cache"])],
     }
 
     def __init__(
@@ -260,6 +287,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         warm_start=False,
+        memory=None,
     ):
         self.hidden_features = hidden_features
         self.n_blocks = n_blocks
@@ -295,6 +323,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.memory = memory
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -321,8 +350,17 @@ class AEMDensity(DensityMixin, BaseEstimator):
             dtype=[np.float64, np.float32],
             ensure_min_samples=2,
         )
+        if continuing:
+            return self._train(X, self.random_state, continuing=True)
+        seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        training_params = {k: v for k, v in self.get_params().items() if k not in _SCORING_PARAMS}
+        fit_networks = check_memory(self.memory).cache(_fit_networks)
+        self.__dict__.update(fit_networks(training_params, X, seed))
+        return self
+
+    def _train(self, X, random_state, continuing):
         device = resolve_device(self.device)
-        rng = check_random_state(self.random_state)
+        rng = check_random_state(random_state)
         if not continuing:
             self._set_scaling(X)
         x_train, x_valid = self._split(X, rng)
