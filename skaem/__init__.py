@@ -1,8 +1,9 @@
 """skaem: Autoregressive Energy Machines for scikit-learn."""
 
 from ._estimator import AEMDensity
+from ._outlier import AEMOutlierDetector
 from .calibration import normalizer_calibration
 
 __version__ = "0.1.0"
 
-__all__ = ["AEMDensity", "normalizer_calibration", "__version__"]
+__all__ = ["AEMDensity", "AEMOutlierDetector", "normalizer_calibration", "__version__"]

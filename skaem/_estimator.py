@@ -353,7 +353,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
         if continuing:
             return self._train(X, self.random_state, continuing=True)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
-        training_params = {k: v for k, v in self.get_params().items() if k not in _SCORING_PARAMS}
+        params = self.get_params()
+        training_params = {  # subclasses add scoring-side parameters of their own
+            k: params[k] for k in AEMDensity._get_param_names() if k not in _SCORING_PARAMS
+        }
         fit_networks = check_memory(self.memory).cache(_fit_networks)
         self.__dict__.update(fit_networks(training_params, X, seed))
         return self

@@ -1,0 +1,158 @@
+"""AEMOutlierDetector: low AEM log-density as an outlier score."""
+
+import inspect
+from numbers import Real
+
+import numpy as np
+from sklearn.base import OutlierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._estimator import AEMDensity
+
+_AUTO_SIGMAS = 3.0
+
+
+class AEMOutlierDetector(OutlierMixin, AEMDensity):
+    """Outlier detection with an Autoregressive Energy Machine.
+
+    Fits an :class:`AEMDensity` and flags rows whose estimated log-density
+    falls below a threshold, following scikit-learn's outlier-detection
+    contract (as :class:`~sklearn.ensemble.IsolationForest` does):
+    ``score_samples`` is the log-density (lower is more abnormal),
+    ``decision_function`` is ``score_samples - offset_`` (negative for
+    outliers) and ``predict`` returns -1 for outliers and +1 for inliers.
+
+    Parameters
+    ----------
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected share of outliers in the training data: ``offset_`` is that
+        quantile of the training log-densities. With "auto", ``offset_`` is
+        the mean training log-density minus three of its standard deviations.
+    **aem_params
+        Every parameter of :class:`AEMDensity` (``max_iter``,
+        ``hidden_features``, ``random_state``...), with the same defaults.
+
+    Attributes
+    ----------
+    offset_ : float
+        Threshold on ``score_samples``: rows below it are outliers.
+    Other attributes : see :class:`AEMDensity`.
+
+    See Also
+    --------
+    AEMDensity : The density estimator behind the scores.
+    sklearn.ensemble.IsolationForest : Isolation-based outlier detection.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skaem import AEMOutlierDetector
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> detector = AEMOutlierDetector(
+    ...     contamination=0.05, hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...     energy_n_blocks=1, context_features=4, max_iter=30,
+    ...     n_eval_importance_samples=50, random_state=0).fit(X)
+    >>> detector.predict([[0.0, 0.0], [8.0, -8.0]])
+    array([ 1, -1])
+    """
+
+    _parameter_constraints: dict = {
+        **AEMDensity._parameter_constraints,
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+    }
+
+    def __init__(self, *, contamination="auto", **aem_params):
+        super().__init__(**aem_params)
+        self.contamination = contamination
+
+    # scikit-learn reads parameters from the signature: show AEMDensity's too.
+    __init__.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("contamination", inspect.Parameter.KEYWORD_ONLY, default="auto"),
+            *list(inspect.signature(AEMDensity.__init__).parameters.values())[1:],
+        ]
+    )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the density on X and set ``offset_`` from its training scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : AEMOutlierDetector
+            The fitted detector.
+        """
+        super().fit(X)
+        scores = self.score_samples(X)
+        if self.contamination == "auto":
+            finite = scores[np.isfinite(scores)]
+            self.offset_ = float(finite.mean() - _AUTO_SIGMAS * finite.std())
+        else:
+            self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        return self
+
+    def decision_function(self, X):
+        """Log-density minus ``offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to score.
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self, "offset_")
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """-1 for outliers, +1 for inliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to classify.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def explain(self, X):
+        """Per-feature terms ``log p(x_d | x_<d)`` of each row's score.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows to explain.
+
+        Returns
+        -------
+        terms : DataFrame or ndarray of shape (n_samples, n_features)
+            A pandas DataFrame with the feature names as columns (and X's
+            index, if X is a DataFrame) when pandas is installed, else an
+            array. Rows sum to :meth:`score_samples`; the most negative
+            entries show which features made a row unlikely given the
+            features before them.
+        """
+        terms = self.score_samples_per_feature(X)
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is optional
+            return terms
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = [f"x{d}" for d in range(self.n_features_in_)]
+        index = X.index if hasattr(X, "index") and hasattr(X, "columns") else None
+        return pd.DataFrame(terms, columns=list(names), index=index)
