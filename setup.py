@@ -25,7 +25,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pandas>=1.5"],
+        "test": ["pytest>=7", "pandas>=1.5", "matplotlib>=3.5"],
         "plot": ["matplotlib>=3.5"],
     },
     entry_points={"console_scripts": ["skaem=skaem.__main__:main"]},

@@ -1,0 +1,205 @@
+"""Figures of fitted AEMs (needs matplotlib: ``pip install skaem[plot]``).
+
+Every function draws on given Axes (or new ones) and returns them.
+"""
+
+import numpy as np
+
+
+def _axes(ax, n=1):
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax
+    _, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
+    return axes[0] if n > 1 else axes[0, 0]
+
+
+def _grid(bounds, resolution):
+    (x0, x1), (y0, y1) = bounds
+    xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+    return xs, ys, np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+
+
+def _training_bounds(estimator, margin=0.1):
+    low = estimator.mean_ - 3 * estimator.scale_
+    high = estimator.mean_ + 3 * estimator.scale_
+    pad = margin * (high - low)
+    return list(zip(low - pad, high + pad, strict=True))
+
+
+def plot_density_and_samples(
+    estimator, n_samples=10000, bounds=None, resolution=100, random_state=0, axes=None
+):
+    """Density image and sample histogram of a 2-D model (the paper's Figure 4a).
+
+    Parameters
+    ----------
+    estimator : AEMDensity
+        A fitted model with two features; its ``density`` setting is used.
+    n_samples : int, default=10000
+        Samples drawn for the histogram.
+    bounds : ((xmin, xmax), (ymin, ymax)), default=None
+        Plotted region; by default three standard deviations around the
+        training mean.
+    resolution : int, default=100
+        Grid points per axis for the density and histogram bins.
+    random_state : int, RandomState instance or None, default=0
+        Seeds the samples.
+    axes : sequence of two matplotlib Axes, default=None
+        Where to draw; new ones by default.
+
+    Returns
+    -------
+    axes : array of two Axes
+        The density (left) and the samples (right).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skaem import AEMDensity
+    >>> from skaem.plotting import plot_density_and_samples
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  n_eval_importance_samples=20, random_state=0).fit(X)
+    >>> axes = plot_density_and_samples(aem, n_samples=200, resolution=20)
+    >>> len(axes[0].images), len(axes[1].images)
+    (1, 1)
+    """
+    bounds = _training_bounds(estimator) if bounds is None else bounds
+    axes = _axes(axes, 2)
+    xs, ys, points = _grid(bounds, resolution)
+    density = np.exp(estimator.score_samples(points)).reshape(resolution, resolution)
+    extent = [xs[0], xs[-1], ys[0], ys[-1]]
+    axes[0].imshow(density, origin="lower", extent=extent, aspect="auto", cmap="viridis")
+    axes[0].set_title("density")
+    samples = estimator.sample(n_samples, random_state=random_state)
+    hist, _, _ = np.histogram2d(samples[:, 0], samples[:, 1], bins=resolution, range=bounds)
+    axes[1].imshow(hist.T, origin="lower", extent=extent, aspect="auto", cmap="viridis")
+    axes[1].set_title("samples")
+    return axes
+
+
+def plot_conditionals(estimator, x1_values, bounds=None, resolution=400, ax=None):
+    """Slices ``p(x2 | x1)`` of the AEM against its proposal (the paper's Figure 4b).
+
+    Parameters
+    ----------
+    estimator : AEMDensity
+        A fitted model with two features.
+    x1_values : sequence of float
+        Values of the first feature at which to slice.
+    bounds : (x2min, x2max), default=None
+        Range of the second feature; three training standard deviations by default.
+    resolution : int, default=400
+        Points per slice.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        One solid line (AEM) and one dashed line (proposal) per slice.
+    """
+    ax = _axes(ax)
+    lo, hi = _training_bounds(estimator)[1] if bounds is None else bounds
+    x2 = np.linspace(lo, hi, resolution)
+    density = estimator.density
+    try:
+        for i, x1 in enumerate(x1_values):
+            X = np.column_stack([np.full_like(x2, x1), x2])
+            color = f"C{i % 10}"
+            for kind, style in (("aem", "-"), ("proposal", "--")):
+                estimator.set_params(density=kind)
+                terms = estimator.score_samples_per_feature(X)[:, 1]
+                label = f"{kind}, x1={x1:.3g}"
+                ax.plot(x2, np.exp(terms), style, color=color, label=label)
+    finally:
+        estimator.set_params(density=density)
+    ax.set_xlabel("x2")
+    ax.set_ylabel("p(x2 | x1)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_normalizer_calibration(result, ax=None):
+    """Relative error of log Z against the number of importance samples (Figure 5).
+
+    Parameters
+    ----------
+    result : dict
+        The output of :func:`skaem.normalizer_calibration`.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        One box per number of samples (whiskers at the 5th and 95th percentiles).
+    """
+    ax = _axes(ax)
+    errors = [e.ravel() for e in result["relative_error"]]
+    ax.boxplot(errors, whis=(5, 95), showfliers=False)
+    ax.set_xticks(range(1, len(errors) + 1), [str(s) for s in result["n_samples"]])
+    ax.set_yscale("log")
+    ax.set_xlabel("importance samples")
+    ax.set_ylabel("relative error of log Z")
+    return ax
+
+
+def plot_training_curve(estimator, ax=None):
+    """Training (and validation) log-likelihood against the optimisation step.
+
+    Parameters
+    ----------
+    estimator : AEMDensity
+        A fitted model.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    ax = _axes(ax)
+    ax.plot(estimator.eval_steps_, estimator.train_scores_, label="train (S-sample estimate)")
+    if estimator.validation_scores_ is not None:
+        ax.plot(estimator.eval_steps_, estimator.validation_scores_, label="validation")
+    if estimator.warmup_steps:
+        ax.axvline(estimator.warmup_steps, color="grey", linestyle=":", label="end of warm-up")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean log-likelihood")
+    ax.legend()
+    return ax
+
+
+def plot_explanation(estimator, x, ax=None):
+    """Bar chart of a row's per-feature terms ``log p(x_d | x_<d)``.
+
+    Parameters
+    ----------
+    estimator : AEMDensity or AEMOutlierDetector
+        A fitted model.
+    x : array-like of shape (n_features,) or (1, n_features)
+        The row to explain.
+    ax : matplotlib Axes, default=None
+        Where to draw.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        One bar per feature; the lowest bars made the row unlikely.
+    """
+    ax = _axes(ax)
+    row = x if hasattr(x, "columns") else np.asarray(x, dtype=float).reshape(1, -1)
+    terms = estimator.score_samples_per_feature(row)[0]
+    names = getattr(estimator, "feature_names_in_", None)
+    names = [f"x{d}" for d in range(len(terms))] if names is None else list(names)
+    colors = ["C3" if t == terms.min() else "C0" for t in terms]
+    ax.bar(names, terms, color=colors)
+    ax.set_ylabel("log p(x_d | x_<d)")
+    ax.set_title(f"log p(x) = {terms.sum():.3g}")
+    return ax
