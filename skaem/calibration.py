@@ -9,12 +9,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import validate_data
-from .normalizers import (
-    importance_log_density,
-    importance_samples,
-    log_normalizer,
-    n_defensive_samples,
-)
+from .normalizers import importance_samples, log_normalizer, n_defensive_samples
 
 
 def _log_trapezoid(log_f: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -170,6 +165,6 @@ def _is_estimates(model, params, context, features, n_samples, fraction, generat
         u = torch.rand(shape, generator=generator, dtype=torch.float64)
         e = torch.randn(shape, generator=generator, dtype=torch.float64)
         s = importance_samples(proposal, p, u, e, n_heavy)
-        log_w = model.energy(s, c) - importance_log_density(proposal, p, s, n_heavy, n_samples)
+        _, log_w = model.importance_log_weights(proposal, p, c, s, n_heavy, n_samples)
         out[:, j] = log_normalizer(log_w)[:, 0].numpy()
     return out

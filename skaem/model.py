@@ -13,6 +13,7 @@ from .normalizers import (
     log_normalizer,
     n_defensive_samples,
 )
+from .proposal import normal_log_prob
 
 
 class AEM(nn.Module):
@@ -73,6 +74,26 @@ class AEM(nn.Module):
         )
         return params, self.energy.project_context(context)
 
+    def importance_log_weights(
+        self,
+        proposal,
+        params: Tensor,
+        context: Tensor,
+        points: Tensor,
+        n_heavy: int,
+        n_samples: int,
+    ) -> tuple[Tensor, Tensor]:
+        """Negative energies and log importance weights of ``points`` (..., S).
+
+        The weights divide by the defensive mixture of ``proposal`` with
+        ``n_heavy`` of ``n_samples`` heavy-tailed draws; only the energy
+        carries gradients (Section 3.2).
+        """
+        with torch.no_grad():
+            log_is = importance_log_density(proposal, params.detach(), points, n_heavy, n_samples)
+        neg_energy = self.energy(points, context)
+        return neg_energy, log_importance_weights(neg_energy, log_is)
+
     def proposal_log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log q(x_d | x_<d)``, shape (N, D)."""
         params, _ = self.conditionals(x)
@@ -99,12 +120,12 @@ class AEM(nn.Module):
         n_samples = uniforms.shape[-1]
         n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
         with torch.no_grad():
-            params = params.detach()
             samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
-            points = torch.cat([x.unsqueeze(-1), samples], dim=-1)
-            log_is = importance_log_density(self.proposal, params, points, n_heavy, n_samples)
-        neg_energy = self.energy(points, context)
-        log_w = log_importance_weights(neg_energy, log_is)
+        # The data point goes through the energy net in the same batch as the samples.
+        points = torch.cat([x.unsqueeze(-1), samples], dim=-1)
+        neg_energy, log_w = self.importance_log_weights(
+            self.proposal, params, context, points, n_heavy, n_samples
+        )
         log_z = log_normalizer(log_w[..., 1:], log_w[..., 0] if include_data else None)
         log_p = neg_energy[..., 0] - log_z
         return log_p.masked_fill(log_q == -math.inf, -math.inf), log_q
@@ -143,11 +164,10 @@ class AEM(nn.Module):
             eps = torch.randn((n_samples, 1, n), generator=generator, device=device)
             candidates = importance_samples(proposal, params, u, eps, n_heavy)
             if resample:
-                log_w = log_importance_weights(
-                    self.energy(candidates, context),
-                    importance_log_density(proposal, params, candidates, n_heavy, n),
-                )[:, 0]
-                candidates = candidates[:, 0]
+                _, log_w = self.importance_log_weights(
+                    proposal, params, context, candidates, n_heavy, n
+                )
+                log_w, candidates = log_w[:, 0], candidates[:, 0]
                 idx = torch.multinomial(log_w.softmax(dim=-1), 1, generator=generator)
                 picked = candidates.gather(1, idx)[:, 0]
                 if kde is not None:
@@ -185,13 +205,11 @@ class AEM(nn.Module):
         n_samples = uniforms.shape[-1]
         n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
         samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
-        log_w = log_importance_weights(
-            self.energy(samples, context),
-            importance_log_density(self.proposal, params, samples, n_heavy, n_samples),
+        _, log_w = self.importance_log_weights(
+            self.proposal, params, context, samples, n_heavy, n_samples
         )
         log_wbar = log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
-        z = (x.unsqueeze(-1) - samples) / bandwidth
-        log_kernel = -0.5 * z.square() - math.log(bandwidth) - 0.5 * math.log(2 * math.pi)
+        log_kernel = normal_log_prob(x.unsqueeze(-1), samples, x.new_tensor(bandwidth))
         log_kde = torch.logsumexp(log_wbar + log_kernel, dim=-1)
         return torch.logaddexp(log_kde + _log(1 - proposal_weight), log_q + _log(proposal_weight))
 

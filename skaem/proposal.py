@@ -17,6 +17,12 @@ _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_PI = math.log(math.pi)
 
 
+def normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
+    """Elementwise log-density of N(loc, scale^2) at x (broadcasting)."""
+    z = (x - loc) / scale
+    return -0.5 * z.square() - scale.log() - _LOG_SQRT_2PI
+
+
 class GaussianMixtureProposal(nn.Module):
     """Mixture of K Gaussians with scales ``min_scale + softplus(raw)``."""
 
@@ -43,9 +49,7 @@ class GaussianMixtureProposal(nn.Module):
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         """Log-density of points ``x`` (..., S) under the mixtures (..., 3K)."""
         log_weights, loc, scale = (t.unsqueeze(-2) for t in self.split(params))
-        z = (x.unsqueeze(-1) - loc) / scale
-        log_normal = -0.5 * z.square() - scale.log() - _LOG_SQRT_2PI
-        return torch.logsumexp(log_weights + log_normal, dim=-1)
+        return torch.logsumexp(log_weights + normal_log_prob(x.unsqueeze(-1), loc, scale), dim=-1)
 
     def sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
         """Draw (..., S) points: a component by inverse CDF, then a Gaussian."""
