@@ -27,10 +27,10 @@ def load_array(path: str) -> np.ndarray:
         raise SystemExit(f"error: no such file: {path}")
     if p.suffix == ".npy":
         return np.load(p)
-    with p.open() as f:
-        first = f.readline()
-    has_header = any(c.isalpha() for c in first.replace("e", "").replace("E", ""))
-    return np.loadtxt(p, delimiter=",", skiprows=int(has_header), ndmin=2)
+    try:
+        return np.loadtxt(p, delimiter=",", ndmin=2)
+    except ValueError:  # a header row
+        return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
 
 
 def parse_params(pairs: list[str]) -> dict:
