@@ -1,5 +1,8 @@
-"""Data sets: the paper's two-dimensional tasks with their exact densities."""
+"""Data sets: the paper's two-dimensional tasks with their exact densities, and
+loaders for its tabular benchmarks."""
 
+from ._image import image_intensities, image_log_density, make_image
+from ._tabular import fetch_bsds300, fetch_gas, fetch_hepmass, fetch_miniboone, fetch_power
 from ._toy import (
     checkerboard_log_density,
     diamond_log_density,
@@ -11,7 +14,15 @@ from ._toy import (
 __all__ = [
     "checkerboard_log_density",
     "diamond_log_density",
+    "fetch_bsds300",
+    "fetch_gas",
+    "fetch_hepmass",
+    "fetch_miniboone",
+    "fetch_power",
+    "image_intensities",
+    "image_log_density",
     "make_checkerboard",
     "make_diamond",
+    "make_image",
     "make_spirals",
 ]
