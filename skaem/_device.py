@@ -30,3 +30,13 @@ def seeded(seed: int, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def autocast(device: torch.device, precision: str):
+    """bfloat16 matrix products for ``precision="bfloat16"``; a no-op for "float32".
+
+    The model casts the proposal parameters and the energies back to the
+    input's precision, so mixture densities, log-sum-exps and losses stay in
+    float32.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")

@@ -9,7 +9,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import validate_data
-from .normalizers import importance_samples, log_normalizer, n_defensive_samples
+from .normalizers import (
+    importance_noise,
+    importance_samples,
+    log_normalizer,
+    n_defensive_samples,
+)
 
 
 def _log_trapezoid(log_f: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -120,9 +125,9 @@ def normalizer_calibration(
         params, context = model.conditionals(estimator._to_tensor(X, "cpu").double())
     log_z = _quadrature(model, params, context, features, rtol)
     generator = torch.Generator().manual_seed(seed)
-    fraction = estimator.defensive_fraction
+    noise = (estimator.defensive_fraction, estimator.importance_sampling == "stratified")
     estimates = np.stack(
-        [_is_estimates(model, params, context, features, s, fraction, generator) for s in n_samples]
+        [_is_estimates(model, params, context, features, s, noise, generator) for s in n_samples]
     )
     return {
         "log_z": log_z,
@@ -154,17 +159,17 @@ def _support(proposal, params):
 
 
 @torch.no_grad()
-def _is_estimates(model, params, context, features, n_samples, fraction, generator):
+def _is_estimates(model, params, context, features, n_samples, noise, generator):
     """Independent estimates for every row (fresh noise per row and feature)."""
+    fraction, stratified = noise
     out = np.empty((params.shape[0], len(features)))
     shape = (params.shape[0], 1, n_samples)
     for j, d in enumerate(features):
         proposal = model.proposal.restrict(d)
         n_heavy = n_defensive_samples(proposal, n_samples, fraction)
         p, c = params[:, d : d + 1], context[:, d : d + 1]
-        u = torch.rand(shape, generator=generator, dtype=torch.float64)
-        e = torch.randn(shape, generator=generator, dtype=torch.float64)
-        s = importance_samples(proposal, p, u, e, n_heavy)
+        u, e = importance_noise(shape, n_heavy, generator, stratified, dtype=torch.float64)
+        s = importance_samples(proposal, p, u, e, n_heavy, stratified)
         _, log_w = model.importance_log_weights(proposal, p, c, s, n_heavy, n_samples)
         out[:, j] = log_normalizer(log_w)[:, 0].numpy()
     return out

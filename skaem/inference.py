@@ -10,7 +10,9 @@ bounds peak memory whatever the number of rows.
 import torch
 from torch import Tensor
 
+from ._device import autocast
 from .model import AEM
+from .normalizers import importance_noise, n_defensive_samples
 
 # Energy evaluations per chunk: 2**16 points x 128 hidden units x 4 bytes
 # is 32 MiB per activation, so a chunk stays within a few hundred MiB.
@@ -24,12 +26,16 @@ def chunk_rows(n_features: int, n_samples: int) -> int:
 
 
 def common_noise(
-    n_features: int, n_samples: int, seed: int, device: torch.device
+    n_features: int,
+    n_samples: int,
+    seed: int,
+    device: torch.device,
+    n_heavy: int = 0,
+    stratified: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Uniform and normal noise (D, S) shared by all rows (common random numbers)."""
     generator = torch.Generator().manual_seed(seed)
-    uniforms = torch.rand(n_features, n_samples, generator=generator)
-    normals = torch.randn(n_features, n_samples, generator=generator)
+    uniforms, normals = importance_noise((n_features, n_samples), n_heavy, generator, stratified)
     return uniforms.to(device), normals.to(device)
 
 
@@ -53,25 +59,33 @@ def conditional_log_densities(
     include_data: bool = True,
     defensive_fraction: float = 0.0,
     kde: tuple[float, float] | None = None,
+    stratified: bool = False,
+    precision: str = "float32",
 ) -> Tensor:
     """Per-dimension log-densities (N, D) of the AEM, its proposal or the AEM-KDE.
 
-    ``kde`` is ``(bandwidth, proposal_weight)``, used with ``density="kde"``.
+    ``kde`` is ``(bandwidth, proposal_weight)``, used with ``density="kde"``;
+    ``stratified`` picks the importance noise (see ``importance_noise``) and
+    ``precision`` the matrix products' ("float32" or "bfloat16").
     """
     model.eval()
     n_features = model.n_features
-    uniforms, normals = common_noise(n_features, n_samples, seed, x.device)
+    n_heavy = n_defensive_samples(model.proposal, n_samples, defensive_fraction)
+    uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
     rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples)
     out = []
     for chunk, n_real in padded_chunks(x, rows):
-        if density == "proposal":
-            terms = model.proposal_log_prob(chunk)
-        elif density == "kde":
-            terms = model.kde_log_prob_terms(chunk, uniforms, normals, *kde, defensive_fraction)
-        else:
-            terms, _ = model.log_prob_terms(
-                chunk, uniforms, normals, include_data, defensive_fraction
-            )
+        with autocast(x.device, precision):
+            if density == "proposal":
+                terms = model.proposal_log_prob(chunk)
+            elif density == "kde":
+                terms = model.kde_log_prob_terms(
+                    chunk, uniforms, normals, *kde, defensive_fraction, stratified
+                )
+            else:
+                terms, _ = model.log_prob_terms(
+                    chunk, uniforms, normals, include_data, defensive_fraction, stratified
+                )
         out.append(terms[:n_real])
     return torch.cat(out) if out else x.new_zeros((0, n_features))
 
@@ -85,21 +99,23 @@ def sample_rows(
     resample: bool = True,
     defensive_fraction: float = 0.0,
     kde: tuple[float, float] | None = None,
+    precision: str = "float32",
 ) -> Tensor:
     """Draw ``n_samples`` rows in chunks of bounded memory."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     rows = chunk_rows(1, n_proposals)
-    chunks = [
-        model.sample(
-            min(rows, n_samples - start),
-            n_proposals,
-            generator,
-            resample,
-            defensive_fraction,
-            kde,
-        )
-        for start in range(0, n_samples, rows)
-    ]
-    return torch.cat(chunks)
+    with autocast(device, precision):
+        chunks = [
+            model.sample(
+                min(rows, n_samples - start),
+                n_proposals,
+                generator,
+                resample,
+                defensive_fraction,
+                kde,
+            )
+            for start in range(0, n_samples, rows)
+        ]
+    return torch.cat(chunks).float()

@@ -72,7 +72,8 @@ class AEM(nn.Module):
         context, params = self.made(x).split(
             [self.context_features, self.proposal.n_params], dim=-1
         )
-        return params, self.energy.project_context(context)
+        # Under bfloat16 autocast the mixture parameters return to x's precision.
+        return params.to(x.dtype), self.energy.project_context(context)
 
     def importance_log_weights(
         self,
@@ -106,6 +107,7 @@ class AEM(nn.Module):
         normals: Tensor,
         include_data: bool = True,
         defensive_fraction: float = 0.0,
+        stratified: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Estimated ``log p(x_d | x_<d)`` and exact ``log q(x_d | x_<d)``, (N, D).
 
@@ -120,7 +122,9 @@ class AEM(nn.Module):
         n_samples = uniforms.shape[-1]
         n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
         with torch.no_grad():
-            samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
+            samples = importance_samples(
+                self.proposal, params, uniforms, normals, n_heavy, stratified
+            )
         # The data point goes through the energy net in the same batch as the samples.
         points = torch.cat([x.unsqueeze(-1), samples], dim=-1)
         neg_energy, log_w = self.importance_log_weights(
@@ -193,6 +197,7 @@ class AEM(nn.Module):
         bandwidth: float,
         proposal_weight: float,
         defensive_fraction: float = 0.0,
+        stratified: bool = False,
     ) -> Tensor:
         """AEM-KDE ``log p(x_d | x_<d)`` (Section 4.3), shape (N, D).
 
@@ -204,7 +209,7 @@ class AEM(nn.Module):
         log_q = self.proposal.log_prob(params, x.unsqueeze(-1)).squeeze(-1)
         n_samples = uniforms.shape[-1]
         n_heavy = n_defensive_samples(self.proposal, n_samples, defensive_fraction)
-        samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy)
+        samples = importance_samples(self.proposal, params, uniforms, normals, n_heavy, stratified)
         _, log_w = self.importance_log_weights(
             self.proposal, params, context, samples, n_heavy, n_samples
         )

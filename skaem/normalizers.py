@@ -36,14 +36,24 @@ def n_defensive_samples(proposal, n_samples: int, fraction: float) -> int:
 
 
 def importance_samples(
-    proposal, params: Tensor, uniforms: Tensor, normals: Tensor, n_heavy: int
+    proposal,
+    params: Tensor,
+    uniforms: Tensor,
+    normals: Tensor,
+    n_heavy: int,
+    stratified: bool = False,
 ) -> Tensor:
-    """Points (..., S): the first ``S - n_heavy`` from q, the rest from its partner."""
+    """Points (..., S): the first ``S - n_heavy`` from q, the rest from its partner.
+
+    ``stratified`` takes noise from ``importance_noise(..., stratified=True)``.
+    """
     n_light = uniforms.shape[-1] - n_heavy
-    light = proposal.sample(params, uniforms[..., :n_light], normals[..., :n_light])
+    light = proposal.sample(params, uniforms[..., :n_light], normals[..., :n_light], stratified)
     if n_heavy == 0:
         return light
-    heavy = proposal.heavy_sample(params, uniforms[..., n_light:], normals[..., n_light:])
+    heavy = proposal.heavy_sample(
+        params, uniforms[..., n_light:], normals[..., n_light:], stratified
+    )
     return torch.cat([light, heavy], dim=-1)
 
 
@@ -63,3 +73,33 @@ def importance_log_density(
         return log_q
     a = n_heavy / n_samples
     return torch.logaddexp(log_q + math.log1p(-a), proposal.heavy_log_prob(params, x) + math.log(a))
+
+
+def importance_noise(
+    shape: tuple[int, ...],
+    n_heavy: int,
+    generator: torch.Generator,
+    stratified: bool,
+    device=None,
+    dtype=None,
+) -> tuple[Tensor, Tensor]:
+    """Uniforms (component choice) and normals (position) driving S = shape[-1] samples.
+
+    Stratified uniforms put, within each group of samples (the first
+    ``S - n_heavy`` from q, the rest from its heavy partner), one uniform in
+    each interval [k/m, (k+1)/m) in increasing order, so that components get
+    samples in proportion to their weights; ``importance_samples`` then
+    stratifies the positions within each component. Every stratum is sampled
+    uniformly, so the estimate of Z keeps its expectation while the variance
+    between strata goes.
+    """
+    options = dict(generator=generator, device=device, dtype=dtype)
+    uniforms = torch.rand(shape, **options)
+    normals = torch.randn(shape, **options)
+    if stratified:
+        sizes = [shape[-1] - n_heavy, n_heavy]
+        rank = torch.cat([torch.arange(m, device=device, dtype=uniforms.dtype) for m in sizes])
+        size = torch.cat([torch.full((m,), m, device=device, dtype=uniforms.dtype) for m in sizes])
+        eps = torch.finfo(uniforms.dtype).eps
+        uniforms = ((rank + uniforms) / size).clamp(max=1 - eps)
+    return uniforms, normals

@@ -51,9 +51,17 @@ class GaussianMixtureProposal(nn.Module):
         log_weights, loc, scale = (t.unsqueeze(-2) for t in self.split(params))
         return torch.logsumexp(log_weights + normal_log_prob(x.unsqueeze(-1), loc, scale), dim=-1)
 
-    def sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
-        """Draw (..., S) points: a component by inverse CDF, then a Gaussian."""
-        loc, scale = self._pick_components(params, uniforms)
+    def sample(
+        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+    ) -> Tensor:
+        """Draw (..., S) points: a component by inverse CDF, then a Gaussian.
+
+        ``stratified`` expects ``uniforms`` sorted along S (one per stratum);
+        positions are then stratified within each component too.
+        """
+        component, loc, scale = self._pick_components(params, uniforms)
+        if stratified:
+            normals = torch.special.ndtri(_quantiles_within_runs(component, normals))
         return loc + scale * normals
 
     def heavy_log_prob(self, params: Tensor, x: Tensor) -> Tensor:
@@ -63,20 +71,42 @@ class GaussianMixtureProposal(nn.Module):
         log_cauchy = -torch.log1p(z.square()) - scale.log() - _LOG_PI
         return torch.logsumexp(log_weights + log_cauchy, dim=-1)
 
-    def heavy_sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
+    def heavy_sample(
+        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+    ) -> Tensor:
         """Draw from the Cauchy partner; ``normals`` are mapped to uniforms by Phi."""
-        loc, scale = self._pick_components(params, uniforms)
-        v = torch.special.ndtr(normals).clamp(1e-6, 1 - 1e-6)
-        return loc + scale * torch.tan(math.pi * (v - 0.5))
+        component, loc, scale = self._pick_components(params, uniforms)
+        if stratified:
+            v = _quantiles_within_runs(component, normals)
+        else:
+            v = torch.special.ndtr(normals)
+        return loc + scale * torch.tan(math.pi * (v.clamp(1e-6, 1 - 1e-6) - 0.5))
 
-    def _pick_components(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor]:
+    def _pick_components(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         log_weights, loc, scale = self.split(params)
         batch = torch.broadcast_shapes(log_weights.shape[:-1], uniforms.shape[:-1])
         cdf = log_weights.exp().cumsum(dim=-1).expand(*batch, -1).contiguous()
         u = uniforms.expand(*batch, -1).contiguous()
         component = torch.searchsorted(cdf, u).clamp_(max=self.n_components - 1)
         loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
-        return loc.gather(-1, component), scale.gather(-1, component)
+        return component, loc.gather(-1, component), scale.gather(-1, component)
+
+
+def _quantiles_within_runs(component: Tensor, normals: Tensor) -> Tensor:
+    """Stratified uniforms within each component's samples.
+
+    Sorted component choices put each component's samples in one contiguous
+    run; the j-th of the n samples in a run gets a uniform in [j/n, (j+1)/n),
+    jittered by Phi(normal). Given the counts, every component's positions
+    are then stratified, and each component's integral is estimated without
+    bias, so Z is too.
+    """
+    first = torch.searchsorted(component, component, side="left")
+    last = torch.searchsorted(component, component, side="right")
+    rank = torch.arange(component.shape[-1], device=component.device) - first
+    jitter = torch.special.ndtr(normals).expand(component.shape)
+    eps = torch.finfo(jitter.dtype).eps
+    return ((rank + jitter) / (last - first)).clamp(eps, 1 - eps)
 
 
 class UniformProposal(nn.Module):
@@ -100,7 +130,10 @@ class UniformProposal(nn.Module):
         log_density = -(high - low).log().expand_as(x)
         return torch.where(inside, log_density, torch.full_like(x, -math.inf))
 
-    def sample(self, params: Tensor, uniforms: Tensor, normals: Tensor) -> Tensor:
+    def sample(
+        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+    ) -> Tensor:
+        # Stratified uniforms already stratify the positions.
         low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
         shape = (*params.shape[:-1], uniforms.shape[-1])
         return (low + (high - low) * uniforms).expand(shape)

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ._device import autocast
 from .inference import conditional_log_densities
 from .model import AEM
+from .normalizers import importance_noise, n_defensive_samples
 
 
 @dataclass
@@ -23,6 +25,8 @@ class TrainingConfig:
     n_importance_samples: int = 20
     include_data: bool = True
     defensive_fraction: float = 0.0
+    stratified: bool = False
+    precision: str = "float32"
     eval_interval: int = 100
     n_iter_no_change: int | None = None
     validation_seed: int = 0
@@ -52,11 +56,13 @@ def training_loss(
     if warmup:
         log_q = model.proposal_log_prob(batch).sum(-1).mean()
         return -log_q, log_q.detach()
-    shape = (*batch.shape, config.n_importance_samples)
-    uniforms = torch.rand(shape, generator=generator, device=batch.device)
-    normals = torch.randn(shape, generator=generator, device=batch.device)
+    n_samples = config.n_importance_samples
+    n_heavy = n_defensive_samples(model.proposal, n_samples, config.defensive_fraction)
+    uniforms, normals = importance_noise(
+        (*batch.shape, n_samples), n_heavy, generator, config.stratified, batch.device
+    )
     log_p, log_q = model.log_prob_terms(
-        batch, uniforms, normals, config.include_data, config.defensive_fraction
+        batch, uniforms, normals, config.include_data, config.defensive_fraction, config.stratified
     )
     log_p, log_q = log_p.sum(-1).mean(), log_q.sum(-1).mean()
     return -(log_p + log_q), log_p.detach()
@@ -73,6 +79,8 @@ def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup
         density,
         config.include_data,
         config.defensive_fraction,
+        stratified=config.stratified,
+        precision=config.precision,
     )
     model.train()
     return terms.sum(-1).mean().item()
@@ -125,7 +133,8 @@ def train(
     model.train()
     for step in range(1, config.max_iter + 1):
         warmup = step_offset + step <= warmup_steps
-        loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
+        with autocast(x_train.device, config.precision):
+            loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

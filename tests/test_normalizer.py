@@ -10,8 +10,13 @@ from conftest import TINY
 
 from skaem import AEMDensity
 from skaem.model import AEM
-from skaem.normalizers import importance_log_density, importance_samples, log_normalizer
-from skaem.proposal import GaussianMixtureProposal
+from skaem.normalizers import (
+    importance_log_density,
+    importance_noise,
+    importance_samples,
+    log_normalizer,
+)
+from skaem.proposal import GaussianMixtureProposal, normal_log_prob
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +78,57 @@ def test_defensive_mixture_estimate_of_z_is_unbiased():
     stderr = z_hat.std() / math.sqrt(n_reps)
     assert abs(z_hat.mean() - 3) < 4 * stderr
     assert w.max() < 50  # bounded weights
+
+
+def _mixture_z_estimates(stratified, n_samples=20, n_heavy=2, n_reps=20000):
+    """Estimates of Z = 3 for the target 3 * (0.7 N(-1, 0.5^2) + 0.3 N(2, 1)) from a
+    three-component proposal that puts its weight in other places."""
+    proposal = GaussianMixtureProposal(n_components=3, min_scale=1e-3)
+    logits, loc, raw_scale = [0.0, 0.5, -0.5], [-1.5, 0.0, 2.5], [0.0, 0.3, 0.6]
+    params = torch.tensor([[logits + loc + raw_scale]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    shape = (n_reps, 1, n_samples)
+    u, e = importance_noise(shape, n_heavy, g, stratified, dtype=torch.float64)
+    s = importance_samples(proposal, params, u, e, n_heavy, stratified)
+    target = math.log(3) + torch.logaddexp(
+        math.log(0.7) + normal_log_prob(s, torch.tensor(-1.0), torch.tensor(0.5)),
+        math.log(0.3) + normal_log_prob(s, torch.tensor(2.0), torch.tensor(1.0)),
+    )
+    log_w = target - importance_log_density(proposal, params, s, n_heavy, n_samples)
+    return log_w.exp().mean(-1).squeeze(-1)
+
+
+@torch.no_grad()
+def test_stratified_estimate_of_z_is_unbiased_with_less_variance():
+    independent, stratified = _mixture_z_estimates(False), _mixture_z_estimates(True)
+    for z_hat in (independent, stratified):
+        assert abs(z_hat.mean() - 3) < 4 * z_hat.std() / math.sqrt(len(z_hat))
+    assert stratified.var() < 0.7 * independent.var()
+
+
+@torch.no_grad()
+def test_stratified_samples_cover_the_strata_of_each_component():
+    proposal = GaussianMixtureProposal(n_components=2, min_scale=1e-3)
+    loc = torch.tensor([-3.0, 3.0])
+    params = torch.tensor([[0.0, 0.0, -3.0, 3.0, 0.0, 0.0]])  # equal weights
+    g = torch.Generator().manual_seed(0)
+    u, e = importance_noise((1, 12), 4, g, stratified=True)
+    for group, m in ((slice(0, 8), 8), (slice(8, 12), 4)):  # q's samples, the partner's
+        assert torch.equal((u[:, group] * m).floor()[0], torch.arange(m, dtype=u.dtype))
+    x = importance_samples(proposal, params, u, e, n_heavy=4, stratified=True)[0]
+    scale = proposal.split(params)[2][0]
+    # Each group gives half its samples to each component, at stratified quantiles.
+    for group, to_uniform in ((x[:8], torch.special.ndtr), (x[8:], _cauchy_cdf)):
+        for k in range(2):
+            mine = group[(group > 0) == bool(k)]
+            n = len(mine)
+            assert n == len(group) // 2
+            strata = (to_uniform((mine - loc[k]) / scale[k]) * n).floor().sort().values
+            assert torch.equal(strata, torch.arange(n, dtype=strata.dtype))
+
+
+def _cauchy_cdf(z):
+    return 0.5 + torch.atan(z) / math.pi
 
 
 def test_counting_the_data_point_caps_log_p_at_log_q_plus_log_s_plus_one():

@@ -19,7 +19,7 @@ def detector_and_data(tiny):
     X = rng.normal(size=(400, 3))
     X[:, 2] = X[:, 0] + 0.1 * rng.normal(size=400)  # feature 2 follows feature 0
     detector = AEMOutlierDetector(
-        **{**tiny, "max_iter": 200}, contamination=0.05, random_state=0
+        **{**tiny, "max_iter": 400}, contamination=0.05, random_state=0
     ).fit(X)
     return detector, X
 

@@ -57,4 +57,4 @@ class EnergyNet(nn.Module):
         for block in self.blocks:
             h = block(h)
         out = self.output_layer(self.final_activation(h)).squeeze(-1)
-        return -F.softplus(out)
+        return -F.softplus(out.to(x.dtype))  # float32 energies under bfloat16 autocast
