@@ -11,18 +11,18 @@ import torch
 from torch import Tensor
 
 from ._device import autocast
-from .model import AEM
+from .model import AEM, POINTS_PER_BLOCK
 from .normalizers import importance_noise, n_defensive_samples
-
-# Energy evaluations per chunk: 2**16 points x 128 hidden units x 4 bytes
-# is 32 MiB per activation, so a chunk stays within a few hundred MiB.
-ENERGY_POINTS_PER_CHUNK = 2**16
 
 
 def chunk_rows(n_features: int, n_samples: int) -> int:
-    """Rows per chunk so that a chunk holds about ``ENERGY_POINTS_PER_CHUNK`` points."""
+    """Rows per chunk so that a chunk holds about ``POINTS_PER_BLOCK`` points.
+
+    A row with more points than that is one chunk on its own, and the model
+    splits its points into blocks.
+    """
     per_row = n_features * (n_samples + 1)
-    return max(1, ENERGY_POINTS_PER_CHUNK // per_row)
+    return max(1, POINTS_PER_BLOCK // per_row)
 
 
 def common_noise(

@@ -15,6 +15,10 @@ from .normalizers import (
 )
 from .proposal import normal_log_prob
 
+# Points per energy-network call in inference: 2**16 points x 128 hidden units
+# x 4 bytes is 32 MiB per activation, so a call stays within a few hundred MiB.
+POINTS_PER_BLOCK = 2**16
+
 
 class AEM(nn.Module):
     """ResMADE emitting (proposal parameters, context) + a shared energy net.
@@ -88,8 +92,22 @@ class AEM(nn.Module):
 
         The weights divide by the defensive mixture of ``proposal`` with
         ``n_heavy`` of ``n_samples`` heavy-tailed draws; only the energy
-        carries gradients (Section 3.2).
+        carries gradients (Section 3.2). Without gradients, the points are
+        taken in blocks of at most ``POINTS_PER_BLOCK`` (energies are
+        pointwise), so memory stays bounded whatever S is.
         """
+        args = (proposal, params, context)
+        if torch.is_grad_enabled():
+            return self._log_weights(*args, points, n_heavy, n_samples)
+        rows = points.numel() // max(points.shape[-1], 1)
+        width = max(1, POINTS_PER_BLOCK // max(rows, 1))
+        blocks = [
+            self._log_weights(*args, points[..., i : i + width], n_heavy, n_samples)
+            for i in range(0, points.shape[-1], width)
+        ]
+        return tuple(torch.cat(parts, dim=-1) for parts in zip(*blocks, strict=True))
+
+    def _log_weights(self, proposal, params, context, points, n_heavy, n_samples):
         with torch.no_grad():
             log_is = importance_log_density(proposal, params.detach(), points, n_heavy, n_samples)
         neg_energy = self.energy(points, context)

@@ -91,3 +91,12 @@ def test_bfloat16_scores_stay_close_to_float32(tiny, gaussian_2d):
     assert np.abs(low - reference).mean() < 0.05
     samples = aem.sample(50, random_state=0)
     assert samples.dtype == np.float64 and np.all(np.isfinite(samples))
+
+
+def test_scores_do_not_depend_on_the_block_size(tiny, gaussian_2d, monkeypatch):
+    # Rows with more points than a block are split along the importance samples.
+    aem = AEMDensity(**tiny).fit(gaussian_2d)
+    reference = aem.score_samples(gaussian_2d[:7])
+    for name in ("skaem.model.POINTS_PER_BLOCK", "skaem.inference.POINTS_PER_BLOCK"):
+        monkeypatch.setattr(name, 64)
+    np.testing.assert_allclose(aem.score_samples(gaussian_2d[:7]), reference, rtol=1e-5)
