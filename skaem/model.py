@@ -15,9 +15,11 @@ from .normalizers import (
 )
 from .proposal import normal_log_prob
 
-# Points per energy-network call in inference: 2**16 points x 128 hidden units
-# x 4 bytes is 32 MiB per activation, so a call stays within a few hundred MiB.
-POINTS_PER_BLOCK = 2**16
+# Points per energy-network call in inference: 2**14 points x 128 hidden units
+# x 4 bytes is 8 MiB per activation. glibc recycles blocks of this size; with
+# 16 or 32 MiB activations it kept freed ones and the resident memory of
+# scoring grew with the number of rows (benchmarks/speed.py, docs/design.md).
+POINTS_PER_BLOCK = 2**14
 
 
 class AEM(nn.Module):

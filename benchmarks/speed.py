@@ -1,0 +1,178 @@
+"""Speed of the AEM backend on the paper's POWER configuration, against the matmul peak.
+
+POWER configuration (Appendix B): D = 6, batch 512, ResMADE 512 wide with 4
+blocks, energy net 128 wide with 4 blocks, context 64, 20 mixture components,
+S = 20 importance samples in training. On random data (speed does not depend
+on the values). Prints, from one run:
+
+- the fp32 and bf16 matrix-multiply throughput of this machine (square
+  products of side 2048), the reference for everything else;
+- milliseconds per training step (forward, backward, Adam), the FLOPs of a
+  step as counted by ``torch.utils.flop_counter``, the achieved GFLOP/s and
+  its fraction of the matmul peak of the same precision;
+- scoring throughput (rows x importance samples per second) and the peak
+  resident memory that scoring adds, at S = 1,000 and 20,000, each measured in
+  a fresh process, for two numbers of rows (scoring works in fixed-shape
+  chunks, so the peak must not grow with the rows);
+- sampling throughput (rows per second, 100 proposals per dimension).
+
+Usage: python benchmarks/speed.py [--precision float32 bfloat16] [--device cpu]
+Takes about 6 minutes on two CPU cores.
+"""
+
+import argparse
+import multiprocessing
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from skaem._device import autocast
+from skaem.inference import conditional_log_densities, sample_rows
+from skaem.model import AEM
+from skaem.proposal import GaussianMixtureProposal
+from skaem.training import TrainingConfig, training_loss
+
+D, BATCH, S_TRAIN = 6, 512, 20
+
+
+def power_model(device):
+    torch.manual_seed(0)
+    return AEM(D, GaussianMixtureProposal(20), 512, 4, 64, 128, 4).to(device)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(dtype, device, n=2048, seconds=2.0):
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        synchronize(device)
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def training_step(model, optimizer, batch, config, generator):
+    with autocast(batch.device, config.precision):
+        loss, _ = training_loss(model, batch, config, False, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def time_training(device, precision, steps):
+    model = power_model(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    config = TrainingConfig(max_iter=steps, n_importance_samples=S_TRAIN, precision=precision,
+                            defensive_fraction=0.1, stratified=True)  # fmt: skip
+    generator = torch.Generator(device).manual_seed(0)
+    batch = torch.randn(BATCH, D, device=device)
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, optimizer, batch, config, generator)
+    for _ in range(3):  # warm-up
+        training_step(model, optimizer, batch, config, generator)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        training_step(model, optimizer, batch, config, generator)
+    synchronize(device)
+    return (time.perf_counter() - start) / steps, counter.get_total_flops()
+
+
+def _score_in_child(device_name, precision, n_rows, n_samples, queue):
+    device = torch.device(device_name)
+    model = power_model(device).eval()
+    x = torch.randn(n_rows, D, device=device)
+    conditional_log_densities(model, x[:1], 10, 0)  # load kernels before the baseline
+    before = _status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")  # reset the high-water mark VmHWM to the current RSS
+    start = time.perf_counter()
+    conditional_log_densities(
+        model, x, n_samples, 0, defensive_fraction=0.1, stratified=True, precision=precision
+    )
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    gpu_peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    queue.put((elapsed, _status_mib("VmHWM") - before, gpu_peak / 2**20))
+
+
+def _status_mib(key):
+    """A memory figure of this process from /proc/self/status (Linux), in MiB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent
+    across fork and exec, which hides the child's own peak.
+    """
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def time_scoring(device, precision, n_rows, n_samples):
+    """Seconds and added peak memory (MiB) of scoring, in a fresh process."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(
+        target=_score_in_child, args=(str(device), precision, n_rows, n_samples, queue)
+    )
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def time_sampling(device, precision, n_rows=2000):
+    model = power_model(device).eval()
+    sample_rows(model, 10, 100, 0, defensive_fraction=0.1, precision=precision)
+    synchronize(device)
+    start = time.perf_counter()
+    sample_rows(model, n_rows, 100, 0, defensive_fraction=0.1, precision=precision)
+    synchronize(device)
+    return n_rows / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precision", nargs="*", default=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peaks = {p: matmul_gflops(getattr(torch, p), device) for p in args.precision}
+    for precision, peak in peaks.items():
+        print(f"matmul peak {precision}: {peak:.1f} GFLOP/s")
+    for precision in args.precision:
+        print(f"\n== {precision} ==")
+        seconds, flops = time_training(device, precision, args.steps)
+        achieved = flops / seconds / 1e9
+        print(
+            f"training step: {1e3 * seconds:.1f} ms, {flops / 1e9:.2f} GFLOP, "
+            f"{achieved:.1f} GFLOP/s = {achieved / peaks[precision]:.0%} of the "
+            f"{precision} matmul peak"
+        )
+        for n_samples, row_counts in ((1000, (200, 800, 3200)), (20000, (20, 80))):
+            for n_rows in row_counts:
+                elapsed, added, gpu = time_scoring(device, precision, n_rows, n_samples)
+                gpu_text = f", GPU peak {gpu:.0f} MiB" if device.type == "cuda" else ""
+                print(
+                    f"scoring S={n_samples:5d}, {n_rows:3d} rows: "
+                    f"{n_rows * n_samples / elapsed:,.0f} row-samples/s, "
+                    f"peak memory added {added:.0f} MiB{gpu_text}",
+                    flush=True,
+                )
+        print(f"sampling: {time_sampling(device, precision):,.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main()
