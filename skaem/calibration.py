@@ -125,9 +125,13 @@ def normalizer_calibration(
         params, context = model.conditionals(estimator._to_tensor(X, "cpu").double())
     log_z = _quadrature(model, params, context, features, rtol)
     generator = torch.Generator().manual_seed(seed)
-    noise = (estimator.defensive_fraction, estimator.importance_sampling == "stratified")
+    fraction = estimator.defensive_fraction
+    stratified = estimator.importance_sampling == "stratified"
     estimates = np.stack(
-        [_is_estimates(model, params, context, features, s, noise, generator) for s in n_samples]
+        [
+            _is_estimates(model, params, context, features, s, fraction, stratified, generator)
+            for s in n_samples
+        ]
     )
     return {
         "log_z": log_z,
@@ -159,9 +163,8 @@ def _support(proposal, params):
 
 
 @torch.no_grad()
-def _is_estimates(model, params, context, features, n_samples, noise, generator):
+def _is_estimates(model, params, context, features, n_samples, fraction, stratified, generator):
     """Independent estimates for every row (fresh noise per row and feature)."""
-    fraction, stratified = noise
     out = np.empty((params.shape[0], len(features)))
     shape = (params.shape[0], 1, n_samples)
     for j, d in enumerate(features):
