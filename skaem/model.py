@@ -20,6 +20,14 @@ from .proposal import normal_log_prob
 # 16 or 32 MiB activations it kept freed ones and the resident memory of
 # scoring grew with the number of rows (benchmarks/speed.py, docs/design.md).
 POINTS_PER_BLOCK = 2**14
+# A GPU needs larger products to keep its cores busy; 2**18 points make 128
+# MiB activations, small beside its memory.
+GPU_POINTS_PER_BLOCK = 2**18
+
+
+def points_per_block(device: torch.device) -> int:
+    """Energy evaluations per block in inference on ``device``."""
+    return POINTS_PER_BLOCK if device.type == "cpu" else GPU_POINTS_PER_BLOCK
 
 
 class AEM(nn.Module):
@@ -95,14 +103,14 @@ class AEM(nn.Module):
         The weights divide by the defensive mixture of ``proposal`` with
         ``n_heavy`` of ``n_samples`` heavy-tailed draws; only the energy
         carries gradients (Section 3.2). Without gradients, the points are
-        taken in blocks of at most ``POINTS_PER_BLOCK`` (energies are
+        taken in blocks of at most ``points_per_block`` (energies are
         pointwise), so memory stays bounded whatever S is.
         """
         args = (proposal, params, context)
         if torch.is_grad_enabled():
             return self._log_weights(*args, points, n_heavy, n_samples)
         rows = points.numel() // max(points.shape[-1], 1)
-        width = max(1, POINTS_PER_BLOCK // max(rows, 1))
+        width = max(1, points_per_block(points.device) // max(rows, 1))
         blocks = [
             self._log_weights(*args, points[..., i : i + width], n_heavy, n_samples)
             for i in range(0, points.shape[-1], width)

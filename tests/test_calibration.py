@@ -40,7 +40,7 @@ def test_quadrature_agrees_with_scipy_and_errors_shrink_with_samples(tiny, gauss
     result = normalizer_calibration(
         aem, gaussian_2d[:20], n_samples=[10, 1000], features=[1], random_state=0
     )
-    model = copy.deepcopy(aem.model_).double()
+    model = copy.deepcopy(aem.model_).cpu().double()
     with torch.no_grad():
         _, context = model.conditionals(aem._to_tensor(gaussian_2d[:1], "cpu").double())
 

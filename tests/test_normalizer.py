@@ -50,7 +50,7 @@ def is_log_z(model, params, context, n_samples, seed, fraction=0.1):
 @torch.no_grad()
 def test_is_normalizer_matches_numerical_integration_of_learned_conditionals(trained):
     aem, X = trained
-    model = copy.deepcopy(aem.model_).double()
+    model = copy.deepcopy(aem.model_).cpu().double()
     x = aem._to_tensor(X[:5], "cpu").double()
     params, context = model.conditionals(x)
     for row in range(5):

@@ -97,6 +97,6 @@ def test_scores_do_not_depend_on_the_block_size(tiny, gaussian_2d, monkeypatch):
     # Rows with more points than a block are split along the importance samples.
     aem = AEMDensity(**tiny).fit(gaussian_2d)
     reference = aem.score_samples(gaussian_2d[:7])
-    for name in ("skaem.model.POINTS_PER_BLOCK", "skaem.inference.POINTS_PER_BLOCK"):
-        monkeypatch.setattr(name, 64)
+    monkeypatch.setattr("skaem.model.POINTS_PER_BLOCK", 64)
+    monkeypatch.setattr("skaem.model.GPU_POINTS_PER_BLOCK", 64)
     np.testing.assert_allclose(aem.score_samples(gaussian_2d[:7]), reference, rtol=1e-5)
