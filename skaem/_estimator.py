@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory
 
+from . import collective
 from ._compat import validate_data
 from ._device import resolve_device, seeded
 from .inference import conditional_log_densities, sample_rows
@@ -37,6 +38,27 @@ def _fit_networks(training_params: dict, X: np.ndarray, seed: int) -> dict:
     estimator.n_features_in_ = X.shape[1]
     estimator._train(X, seed, continuing=False)
     return {k: v for k, v in vars(estimator).items() if k.endswith("_")}
+
+
+def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column minima and maxima, over all processes when training data-parallel."""
+    low, high = X.min(axis=0), X.max(axis=0)
+    group = collective.active()
+    if group is None:
+        return low, high
+    return group.min(low), group.max(high)
+
+
+def _column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations, over all processes when data-parallel."""
+    group = collective.active()
+    if group is None:
+        return X.mean(axis=0), X.std(axis=0)
+    n_rows = group.sum([X.shape[0]])[0]
+    mean = group.sum(X.sum(axis=0)) / n_rows
+    # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
+    variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
+    return mean, np.sqrt(variance)
 
 
 class AEMDensity(DensityMixin, BaseEstimator):
@@ -374,12 +396,16 @@ class AEMDensity(DensityMixin, BaseEstimator):
         if continuing:
             return self._train(X, self.random_state, continuing=True)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        group = collective.active()
+        if group is not None:  # one model across processes: rank 0's seed
+            seed = group.broadcast_int(seed)
         params = self.get_params()
         training_params = {  # subclasses add scoring-side parameters of their own
             k: params[k] for k in AEMDensity._get_param_names() if k not in _SCORING_PARAMS
         }
-        fit_networks = check_memory(self.memory).cache(_fit_networks)
-        self.__dict__.update(fit_networks(training_params, X, seed))
+        # A cache hit on some processes only would leave the others waiting.
+        memory = check_memory(None if group is not None else self.memory)
+        self.__dict__.update(memory.cache(_fit_networks)(training_params, X, seed))
         return self
 
     def _train(self, X, random_state, continuing):
@@ -389,6 +415,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
             self._set_scaling(X)
         x_train, x_valid = self._split(X, rng)
         init_seed, train_seed = rng.randint(_MAX_SEED, size=2)
+        group = collective.active()
+        rank = 0 if group is None else group.rank  # each process its own batches
         with seeded(int(init_seed), device):
             if not continuing:
                 self.model_ = self._build_model(X)
@@ -401,15 +429,16 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 self._to_tensor(x_train, device),
                 None if x_valid is None else self._to_tensor(x_valid, device),
                 self._training_config(),
-                torch.Generator(device).manual_seed(int(train_seed)),
+                torch.Generator(device).manual_seed(int(train_seed) + rank),
                 step_offset=self.n_iter_,
+                group=group,
             )
         self._record(history)
         return self
 
     def _set_scaling(self, X):
-        spread = np.ptp(X, axis=0)
-        constant = np.flatnonzero(spread == 0)
+        low, high = _column_range(X)
+        constant = np.flatnonzero(high == low)
         if constant.size:
             raise ValueError(
                 f"AEMDensity cannot model constant features (column(s) "
@@ -417,7 +446,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
             )
         if self.standardize:
-            self.mean_, self.scale_ = X.mean(axis=0), X.std(axis=0)
+            self.mean_, self.scale_ = _column_moments(X)
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
 
@@ -456,7 +485,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
     def _uniform_box(self, X):
         n_features = X.shape[1]
         if self.uniform_bounds is None:
-            low, high = X.min(axis=0), X.max(axis=0)
+            low, high = _column_range(X)
             margin = 0.05 * (high - low)
             low, high = low - margin, high + margin
         else:

@@ -117,6 +117,7 @@ def train(
     config: TrainingConfig,
     generator: torch.Generator,
     step_offset: int = 0,
+    group=None,
 ) -> TrainingHistory:
     """Maximise ``log p + log q`` with Adam and cosine annealing.
 
@@ -125,7 +126,9 @@ def train(
     the best so far (or, without validation, the latest finite ones). A
     non-finite loss stops the run with a warning and restores those weights;
     so does early stopping. ``step_offset`` counts the warm-up steps done by
-    earlier calls (``warm_start``).
+    earlier calls (``warm_start``). ``group`` (a ``collective.ProcessGroup``)
+    trains data-parallel: rank 0's weights to start, gradients averaged every
+    step, scores averaged so that all processes stop together.
     """
     optimizer = make_optimizer(model, config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.max_iter, 1))
@@ -137,12 +140,16 @@ def train(
     # A fixed (uniform) proposal has nothing to warm up.
     warmup_steps = config.warmup_steps if model.proposal.n_params else 0
     model.train()
+    if group is not None:
+        group.broadcast_parameters(model)
     for step in range(1, config.max_iter + 1):
         warmup = step_offset + step <= warmup_steps
         with autocast(x_train.device, config.precision):
             loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if group is not None:
+            group.average_gradients(model)
         optimizer.step()
         scheduler.step()
         running, n_running = running + log_p, n_running + 1
@@ -151,6 +158,8 @@ def train(
         if step % config.eval_interval and step != config.max_iter:
             continue
         train_score = (running / n_running).item()  # one host sync per interval
+        if group is not None:
+            train_score = group.weighted_mean(train_score, 1.0)
         running, n_running = torch.zeros_like(running), 0
         if not math.isfinite(train_score):
             warnings.warn(
@@ -164,6 +173,8 @@ def train(
         score = train_score
         if x_valid is not None:
             score = validation_score(model, x_valid, config, warmup)
+            if group is not None:
+                score = group.weighted_mean(score, x_valid.shape[0])
             history.validation_scores.append(score)
         history.steps.append(step)
         history.train_scores.append(train_score)

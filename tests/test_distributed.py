@@ -1,0 +1,52 @@
+"""Data-parallel training with torch.distributed (gloo, CPU processes on loopback)."""
+
+import numpy as np
+import pytest
+
+from skaem import AEMDensity
+from skaem.collective import data_parallel
+from skaem.distributed import fit_data_parallel
+
+
+@pytest.fixture
+def two_process_fit(tiny, gaussian_2d):
+    estimator = AEMDensity(
+        **{**tiny, "max_iter": 200, "batch_size": 64},
+        early_stopping=True,
+        device="cpu",
+        random_state=0,
+    )
+    # fit_data_parallel itself raises if the processes' weights differ.
+    return fit_data_parallel(estimator, gaussian_2d, n_processes=2)
+
+
+def test_standardisation_uses_the_rows_of_all_processes(two_process_fit, gaussian_2d):
+    np.testing.assert_allclose(two_process_fit.mean_, gaussian_2d.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(two_process_fit.scale_, gaussian_2d.std(axis=0), rtol=1e-12)
+
+
+def test_two_processes_learn_the_density(two_process_fit, tiny, gaussian_2d):
+    single = AEMDensity(**{**tiny, "max_iter": 200}, device="cpu", random_state=0)
+    single_score = single.fit(gaussian_2d).score(gaussian_2d)
+    assert two_process_fit.n_iter_ <= 200 and len(two_process_fit.validation_scores_)
+    # Same number of steps with the same per-step batch in total.
+    assert two_process_fit.score(gaussian_2d) > single_score - 0.15
+
+
+def test_bad_input_in_a_process_is_raised_as_such(tiny):
+    X = np.column_stack([np.arange(10.0), np.ones(10)])
+    with pytest.raises(ValueError, match="constant features.*data-parallel process"):
+        fit_data_parallel(AEMDensity(**tiny, device="cpu"), X, n_processes=2)
+
+
+def test_bad_arguments():
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="backend"):
+        fit_data_parallel(AEMDensity(), X, backend="mpi")
+    with pytest.raises(ValueError, match="n_processes"):
+        fit_data_parallel(AEMDensity(), X, n_processes=0)
+    with pytest.raises(ValueError, match="2 rows per process"):
+        fit_data_parallel(AEMDensity(), X[:3], n_processes=2)
+    with pytest.raises(ValueError, match="init_process_group"):
+        with data_parallel():
+            pass
