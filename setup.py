@@ -25,11 +25,20 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pandas>=1.5", "matplotlib>=3.5", "h5py>=3", "pillow>=9"],
+        "test": [
+            "pytest>=7",
+            "pandas>=1.5",
+            "matplotlib>=3.5",
+            "h5py>=3",
+            "pillow>=9",
+            "dask[array,distributed]>=2023.1",
+        ],
         "plot": ["matplotlib>=3.5"],
         # Readers for the tabular benchmarks (GAS, HEPMASS: pandas; BSDS300: HDF5)
         # and for image files given to make_image.
         "datasets": ["pandas>=1.5", "h5py>=3", "pillow>=9"],
+        # Scoring Dask arrays and joblib's Dask backend (skaem.parallel).
+        "dask": ["dask[array,distributed]>=2023.1"],
     },
     entry_points={"console_scripts": ["skaem=skaem.__main__:main"]},
     license="BSD-3-Clause",
