@@ -103,6 +103,21 @@ def plot_conditionals(estimator, x1_values, bounds=None, resolution=400, ax=None
     -------
     ax : matplotlib Axes
         One solid line (AEM) and one dashed line (proposal) per slice.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skaem import AEMDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  n_eval_importance_samples=20, random_state=0).fit(X)
+    >>> from skaem.plotting import plot_conditionals
+    >>> ax = plot_conditionals(aem, [-1.0, 1.0], resolution=50)
+    >>> len(ax.lines)  # AEM and proposal for each slice
+    4
     """
     ax = _axes(ax)
     lo, hi = _training_bounds(estimator)[1] if bounds is None else bounds
@@ -139,6 +154,23 @@ def plot_normalizer_calibration(result, ax=None):
     -------
     ax : matplotlib Axes
         One box per number of samples (whiskers at the 5th and 95th percentiles).
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skaem import AEMDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  n_eval_importance_samples=20, random_state=0).fit(X)
+    >>> from skaem import normalizer_calibration
+    >>> from skaem.plotting import plot_normalizer_calibration
+    >>> result = normalizer_calibration(aem, X[:5], n_samples=[10, 100])
+    >>> ax = plot_normalizer_calibration(result)
+    >>> [label.get_text() for label in ax.get_xticklabels()]
+    ['10', '100']
     """
     ax = _axes(ax)
     errors = [e.ravel() for e in result["relative_error"]]
@@ -163,6 +195,21 @@ def plot_training_curve(estimator, ax=None):
     Returns
     -------
     ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skaem import AEMDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  n_eval_importance_samples=20, random_state=0).fit(X)
+    >>> from skaem.plotting import plot_training_curve
+    >>> ax = plot_training_curve(aem)
+    >>> ax.lines[0].get_xdata().tolist() == aem.eval_steps_.tolist()
+    True
     """
     ax = _axes(ax)
     ax.plot(estimator.eval_steps_, estimator.train_scores_, label="train (S-sample estimate)")
@@ -192,6 +239,21 @@ def plot_explanation(estimator, x, ax=None):
     -------
     ax : matplotlib Axes
         One bar per feature; the lowest bars made the row unlikely.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skaem import AEMDensity
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  n_eval_importance_samples=20, random_state=0).fit(X)
+    >>> from skaem.plotting import plot_explanation
+    >>> ax = plot_explanation(aem, X[0])
+    >>> len(ax.patches)  # one bar per feature
+    2
     """
     ax = _axes(ax)
     row = x if hasattr(x, "columns") else np.asarray(x, dtype=float).reshape(1, -1)

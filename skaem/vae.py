@@ -67,6 +67,15 @@ class BernoulliVAE(nn.Module):
         Size of the latent code.
     hidden_features : int, default=256
         Width of the hidden layers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skaem.vae import BernoulliVAE
+    >>> vae = BernoulliVAE(n_features=64, latent_features=2, hidden_features=32)
+    >>> mean, log_std = vae.encode(torch.zeros(5, 64))
+    >>> tuple(mean.shape)
+    (5, 2)
     """
 
     def __init__(self, n_features: int, latent_features: int = 4, hidden_features: int = 256):
@@ -118,15 +127,19 @@ def train_vae(
     ----------
     X : array-like of shape (n_samples, n_features)
         Binary data (0 or 1).
-    latent_features, hidden_features : int
-        Sizes of the latent code and of the hidden layers.
+    latent_features : int, default=4
+        Size of the latent code.
+    hidden_features : int, default=256
+        Width of the hidden layers.
     beta : float, default=0.9
         Weight of the KL term (the paper's 0.9 leaves the aggregate posterior
         less Gaussian, which is what a learned prior can exploit).
     max_iter : int, default=5000
         Adam steps on random mini-batches.
     batch_size : int, default=128
+        Rows per step.
     learning_rate : float, default=1e-3
+        Adam's step size.
     random_state : int or None, default=None
         Seeds initialisation, batches and noise.
 
@@ -134,6 +147,16 @@ def train_vae(
     -------
     vae : BernoulliVAE
         In evaluation mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skaem.vae import train_vae
+    >>> X = (load_digits().data[:200] > 7).astype(float)  # binarised 8x8 digits
+    >>> vae = train_vae(X, latent_features=2, hidden_features=32, max_iter=20, random_state=0)
+    >>> vae.latent_features
+    2
     """
     x = _as_binary_tensor(X)
     with _seeded(random_state):
@@ -152,9 +175,34 @@ def train_vae(
 def aggregate_posterior_samples(vae: BernoulliVAE, X, n_per_row: int = 1, random_state=None):
     """Samples of the aggregate posterior: ``n_per_row`` draws of q(z | x) per row of X.
 
+    These are the training data of a learned prior (an ``AEMDensity``).
+
+    Parameters
+    ----------
+    vae : BernoulliVAE
+        A trained VAE.
+    X : array-like of shape (n_samples, n_features)
+        Binary data.
+    n_per_row : int, default=1
+        Draws of q(z | x) per row.
+    random_state : int or None, default=None
+        Seeds the draws.
+
     Returns
     -------
     Z : ndarray of shape (n_samples * n_per_row, latent_features)
+        Latent codes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skaem.vae import train_vae
+    >>> X = (load_digits().data[:200] > 7).astype(float)  # binarised 8x8 digits
+    >>> vae = train_vae(X, latent_features=2, hidden_features=32, max_iter=20, random_state=0)
+    >>> from skaem.vae import aggregate_posterior_samples
+    >>> aggregate_posterior_samples(vae, X, n_per_row=3, random_state=0).shape
+    (600, 2)
     """
     x = _as_binary_tensor(X)
     with _seeded(random_state):
@@ -164,7 +212,24 @@ def aggregate_posterior_samples(vae: BernoulliVAE, X, n_per_row: int = 1, random
 
 
 def standard_normal_log_prob(Z) -> np.ndarray:
-    """log N(z; 0, I) of each row of Z: the VAE's training prior."""
+    """log N(z; 0, I) of each row of Z: the VAE's training prior.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n_codes, latent_features)
+        Latent codes.
+
+    Returns
+    -------
+    log_prob : ndarray of shape (n_codes,)
+        Log-densities under the standard Gaussian.
+
+    Examples
+    --------
+    >>> from skaem.vae import standard_normal_log_prob
+    >>> standard_normal_log_prob([[0.0, 0.0]]).round(4)
+    array([-1.8379])
+    """
     Z = np.asarray(Z, dtype=np.float64)
     return -0.5 * (Z**2).sum(axis=1) - 0.5 * Z.shape[1] * _LOG_2PI
 
@@ -186,6 +251,7 @@ def importance_weighted_bounds(
     Parameters
     ----------
     vae : BernoulliVAE
+        A trained VAE.
     X : array-like of shape (n_rows, n_features)
         Binary data.
     log_prior : callable
@@ -193,10 +259,25 @@ def importance_weighted_bounds(
     n_samples : int, default=50
         Importance samples per row.
     random_state : int or None, default=None
+        Seeds the draws of q(z | x).
 
     Returns
     -------
     elbo, bound : ndarrays of shape (n_rows,)
+        Per-row ELBO and importance-weighted bound; ``bound >= elbo``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skaem.vae import train_vae
+    >>> X = (load_digits().data[:200] > 7).astype(float)  # binarised 8x8 digits
+    >>> vae = train_vae(X, latent_features=2, hidden_features=32, max_iter=20, random_state=0)
+    >>> from skaem.vae import importance_weighted_bounds, standard_normal_log_prob
+    >>> elbo, bound = importance_weighted_bounds(vae, X[:10], standard_normal_log_prob,
+    ...                                          n_samples=20, random_state=0)
+    >>> bool(np.all(bound >= elbo))
+    True
     """
     x = _as_binary_tensor(X)
     with _seeded(random_state):
@@ -214,6 +295,30 @@ def importance_weighted_bounds(
 
 @torch.no_grad()
 def decode(vae: BernoulliVAE, Z) -> np.ndarray:
-    """Bernoulli means p(x = 1 | z) for latent codes Z (for pictures of samples)."""
+    """Bernoulli means p(x = 1 | z) for latent codes Z (for pictures of samples).
+
+    Parameters
+    ----------
+    vae : BernoulliVAE
+        A trained VAE.
+    Z : array-like of shape (n_codes, latent_features)
+        Latent codes, for instance samples of a prior.
+
+    Returns
+    -------
+    means : ndarray of shape (n_codes, n_features)
+        Pixel probabilities in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_digits
+    >>> from skaem.vae import train_vae
+    >>> X = (load_digits().data[:200] > 7).astype(float)  # binarised 8x8 digits
+    >>> vae = train_vae(X, latent_features=2, hidden_features=32, max_iter=20, random_state=0)
+    >>> from skaem.vae import decode
+    >>> decode(vae, np.zeros((4, 2))).shape
+    (4, 64)
+    """
     z = torch.as_tensor(np.asarray(Z), dtype=torch.float32)
     return torch.sigmoid(vae.decoder(z)).double().numpy()

@@ -40,6 +40,16 @@ def make_checkerboard(n_samples: int = 10000, random_state=None) -> np.ndarray:
 def checkerboard_log_density(X) -> np.ndarray:
     """Exact log-density of :func:`make_checkerboard` (-inf off the black squares).
 
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, 2)
+        Points at which to evaluate.
+
+    Returns
+    -------
+    log_density : ndarray of shape (n_samples,)
+        Exact log-densities (-inf off the black squares).
+
     Examples
     --------
     >>> from skaem.datasets import checkerboard_log_density
@@ -87,6 +97,16 @@ def make_diamond(n_samples: int = 10000, random_state=None) -> np.ndarray:
 
 def diamond_log_density(X) -> np.ndarray:
     """Exact log-density of :func:`make_diamond`.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, 2)
+        Points at which to evaluate.
+
+    Returns
+    -------
+    log_density : ndarray of shape (n_samples,)
+        Exact log-densities (finite everywhere).
 
     Examples
     --------
