@@ -37,6 +37,15 @@ setup(
         # Readers for the tabular benchmarks (GAS, HEPMASS: pandas; BSDS300: HDF5)
         # and for image files given to make_image.
         "datasets": ["pandas>=1.5", "h5py>=3", "pillow>=9"],
+        # The documentation: Sphinx with numpydoc and an executed gallery.
+        "docs": [
+            "sphinx>=7",
+            "numpydoc>=1.6",
+            "sphinx-gallery>=0.15",
+            "matplotlib>=3.5",
+            "pandas>=1.5",
+            "dask[array,distributed]>=2023.1",
+        ],
         # Scoring Dask arrays and joblib's Dask backend (skaem.parallel).
         "dask": ["dask[array,distributed]>=2023.1"],
     },

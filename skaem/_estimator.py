@@ -208,13 +208,16 @@ class AEMDensity(DensityMixin, BaseEstimator):
         The trained network (``skaem.model.AEM``).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of the features, when X has string column names.
     n_iter_ : int
         Optimisation steps run, summed over warm starts.
-    mean_, scale_ : ndarray of shape (n_features_in_,)
-        Standardisation applied before the network (zeros and ones when
+    mean_ : ndarray of shape (n_features,)
+        Feature means subtracted before the network (zeros when
         ``standardize=False``).
+    scale_ : ndarray of shape (n_features,)
+        Feature standard deviations divided out before the network (ones
+        when ``standardize=False``).
     eval_steps_ : ndarray
         Steps at which the curves were recorded.
     train_scores_ : ndarray

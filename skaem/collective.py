@@ -97,13 +97,27 @@ def data_parallel(group=None):
 
     Examples
     --------
-    Under ``torchrun --nproc-per-node 4 train.py``, in ``train.py``:
+    Each process (here one, in a group of one) fits on its own rows:
 
-    >>> import torch.distributed as dist  # doctest: +SKIP
-    >>> dist.init_process_group("gloo")  # "nccl" for GPUs  # doctest: +SKIP
-    >>> X_own = X[dist.get_rank() :: dist.get_world_size()]  # doctest: +SKIP
-    >>> with data_parallel():  # doctest: +SKIP
-    ...     aem = AEMDensity(random_state=0).fit(X_own)
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import torch.distributed as dist
+    >>> from skaem import AEMDensity
+    >>> from skaem.distributed import data_parallel
+    >>> rendezvous = os.path.join(tempfile.mkdtemp(), "rendezvous")
+    >>> dist.init_process_group("gloo", init_method=f"file://{rendezvous}",
+    ...                         rank=0, world_size=1)
+    >>> X_own = np.random.default_rng(dist.get_rank()).normal(size=(200, 2))
+    >>> with data_parallel():
+    ...     aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+    ...                      energy_n_blocks=1, max_iter=10, device="cpu",
+    ...                      random_state=0).fit(X_own)
+    >>> dist.destroy_process_group()
+    >>> aem.n_iter_
+    10
+
+    Under ``torchrun``, ``dist.init_process_group("nccl")`` (or "gloo")
+    reads the rank and the group's size from the environment.
     """
     token = _ACTIVE.set(ProcessGroup(group))
     try:
