@@ -1,6 +1,9 @@
 """Device resolution and seeding for the torch backend."""
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 
 import torch
 
@@ -40,3 +43,26 @@ def autocast(device: torch.device, precision: str):
     float32.
     """
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None on other C libraries."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def release_freed_memory(device: torch.device) -> None:
+    """Hand freed CPU tensor memory back to the operating system.
+
+    glibc raises its mmap threshold as large blocks are freed, after which
+    it serves them from its heaps and keeps the freed ones: scoring many
+    chunks then grew the resident memory with the number of rows (up to
+    hundreds of MiB in benchmarks/speed.py). Trimming after each chunk
+    returns those pages.
+    """
+    trim = _malloc_trim() if device.type == "cpu" else None
+    if trim is not None:
+        trim(0)

@@ -10,7 +10,7 @@ bounds peak memory whatever the number of rows.
 import torch
 from torch import Tensor
 
-from ._device import autocast
+from ._device import autocast, release_freed_memory
 from .model import AEM, points_per_block
 from .normalizers import importance_noise, n_defensive_samples
 
@@ -87,6 +87,7 @@ def conditional_log_densities(
                     chunk, uniforms, normals, include_data, defensive_fraction, stratified
                 )
         out.append(terms[:n_real])
+        release_freed_memory(x.device)
     return torch.cat(out) if out else x.new_zeros((0, n_features))
 
 
