@@ -32,11 +32,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from skaem._device import autocast
 from skaem.inference import conditional_log_densities, sample_rows
 from skaem.model import AEM
 from skaem.proposal import GaussianMixtureProposal
-from skaem.training import TrainingConfig, make_optimizer, training_loss
+from skaem.training import EagerStep, GraphedStep, TrainingConfig, make_optimizer
 
 D, BATCH, S_TRAIN = 6, 512, 20
 
@@ -64,29 +63,23 @@ def matmul_gflops(dtype, device, n=2048, seconds=2.0):
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def training_step(model, optimizer, batch, config, generator):
-    with autocast(batch.device, config.precision):
-        loss, _ = training_loss(model, batch, config, False, generator)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def time_training(device, precision, steps):
+def time_training(device, precision, steps, graphed=False):
+    """Seconds per step and FLOPs of a step (counted on an eager step)."""
     model = power_model(device).train()
-    optimizer = make_optimizer(model, 5e-4)
+    optimizer = make_optimizer(model, 5e-4, capturable=graphed)
     config = TrainingConfig(max_iter=steps, n_importance_samples=S_TRAIN, precision=precision,
                             defensive_fraction=0.1, stratified=True)  # fmt: skip
     generator = torch.Generator(device).manual_seed(0)
     batch = torch.randn(BATCH, D, device=device)
     with FlopCounterMode(display=False) as counter:
-        training_step(model, optimizer, batch, config, generator)
-    for _ in range(3):  # warm-up
-        training_step(model, optimizer, batch, config, generator)
+        EagerStep(model, optimizer, config, generator)(batch, False)
+    step = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator)
+    for _ in range(GraphedStep.EAGER_STEPS + 2):  # warm-up (and capture)
+        step(batch, False)
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        training_step(model, optimizer, batch, config, generator)
+        step(batch, False)
     synchronize(device)
     return (time.perf_counter() - start) / steps, counter.get_total_flops()
 
@@ -161,13 +154,14 @@ def main():
         print(f"matmul peak {precision}: {peak:.1f} GFLOP/s")
     for precision in args.precision if args.steps else ():
         print(f"\n== {precision} ==")
-        seconds, flops = time_training(device, precision, args.steps)
-        achieved = flops / seconds / 1e9
-        print(
-            f"training step: {1e3 * seconds:.1f} ms, {flops / 1e9:.2f} GFLOP, "
-            f"{achieved:.1f} GFLOP/s = {achieved / peaks[precision]:.0%} of the "
-            f"{precision} matmul peak"
-        )
+        for graphed in (False, True) if device.type == "cuda" else (False,):
+            seconds, flops = time_training(device, precision, args.steps, graphed)
+            achieved = flops / seconds / 1e9
+            print(
+                f"training step{' (CUDA graph)' if graphed else ''}: {1e3 * seconds:.1f} ms, "
+                f"{flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = "
+                f"{achieved / peaks[precision]:.0%} of the {precision} matmul peak"
+            )
         # A GPU finishes the CPU's row counts in a fraction of a second.
         scale = 25 if device.type == "cuda" else 1
         for n_samples, row_counts in ((1000, (200, 800, 3200)), (20000, (20, 80))):

@@ -515,6 +515,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             defensive_fraction=self.defensive_fraction,
             stratified=self.importance_sampling == "stratified",
             precision=self.precision,
+            cuda_graph=True,  # replays each step from a CUDA graph on GPUs
             eval_interval=self.eval_interval,
             n_iter_no_change=self.n_iter_no_change if self.early_stopping else None,
             validation_seed=self.scoring_seed_,

@@ -27,6 +27,7 @@ class TrainingConfig:
     defensive_fraction: float = 0.0
     stratified: bool = False
     precision: str = "float32"
+    cuda_graph: bool = False
     eval_interval: int = 100
     n_iter_no_change: int | None = None
     validation_seed: int = 0
@@ -86,10 +87,85 @@ def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup
     return terms.sum(-1).mean().item()
 
 
-def make_optimizer(model: AEM, learning_rate: float) -> torch.optim.Adam:
-    """Adam; on a GPU the fused kernel, one launch per step instead of one per tensor."""
+def make_optimizer(model: AEM, learning_rate: float, capturable: bool = False) -> torch.optim.Adam:
+    """Adam; on a GPU the fused kernel, one launch per step instead of one per tensor.
+
+    ``capturable`` keeps the step count and the learning rate on the GPU, so
+    that the step can be replayed from a CUDA graph while the schedule moves
+    the learning rate (a tensor the scheduler fills in place).
+    """
     fused = next(model.parameters()).device.type == "cuda"
+    if capturable:
+        device = next(model.parameters()).device
+        lr = torch.tensor(float(learning_rate), dtype=torch.float32, device=device)
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=True)
     return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=fused or None)
+
+
+class EagerStep:
+    """One optimisation step: the loss, its gradients (averaged over ``group``) and Adam."""
+
+    def __init__(self, model, optimizer, config, generator, group=None):
+        self.model, self.optimizer = model, optimizer
+        self.config, self.generator, self.group = config, generator, group
+
+    def __call__(self, batch: Tensor, warmup: bool) -> Tensor:
+        with autocast(batch.device, self.config.precision):
+            loss, log_p = training_loss(self.model, batch, self.config, warmup, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.group is not None:
+            self.group.average_gradients(self.model)
+        self.optimizer.step()
+        return log_p
+
+
+class GraphedStep(EagerStep):
+    """The step after warm-up, captured once in a CUDA graph and replayed.
+
+    A small model leaves the GPU idle between its hundreds of kernel
+    launches; a replay launches them all at once. Sampling noise comes from
+    ``generator``, registered with the graph so that every replay draws
+    fresh numbers. The first steps run eagerly on a side stream, as capture
+    requires, and are ordinary training steps.
+    """
+
+    EAGER_STEPS = 3
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.graph, self.static_batch, self.static_log_p, self.n_eager = None, None, None, 0
+
+    def __call__(self, batch: Tensor, warmup: bool) -> Tensor:
+        if warmup:
+            return super().__call__(batch, warmup)
+        if self.n_eager < self.EAGER_STEPS:
+            self.n_eager += 1
+            side = torch.cuda.Stream(batch.device)
+            side.wait_stream(torch.cuda.current_stream(batch.device))
+            with torch.cuda.stream(side):
+                log_p = super().__call__(batch, warmup)
+            torch.cuda.current_stream(batch.device).wait_stream(side)
+            return log_p
+        if self.graph is None:
+            self._capture(batch)
+        self.static_batch.copy_(batch)
+        self.graph.replay()
+        return self.static_log_p.clone()
+
+    def _capture(self, batch):
+        self.static_batch = batch.clone()
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.register_generator_state(self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            with autocast(batch.device, self.config.precision):
+                loss, log_p = training_loss(
+                    self.model, self.static_batch, self.config, False, self.generator
+                )
+            loss.backward()
+            self.optimizer.step()
+        self.static_log_p = log_p
 
 
 def batches(n_rows: int, batch_size: int, generator: torch.Generator, device):
@@ -130,7 +206,9 @@ def train(
     trains data-parallel: rank 0's weights to start, gradients averaged every
     step, scores averaged so that all processes stop together.
     """
-    optimizer = make_optimizer(model, config.learning_rate)
+    graphed = config.cuda_graph and x_train.device.type == "cuda" and group is None
+    optimizer = make_optimizer(model, config.learning_rate, capturable=graphed)
+    step_once = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator, group)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.max_iter, 1))
     history = TrainingHistory()
     best = (-math.inf, copy.deepcopy(model.state_dict()))
@@ -144,13 +222,7 @@ def train(
         group.broadcast_parameters(model)
     for step in range(1, config.max_iter + 1):
         warmup = step_offset + step <= warmup_steps
-        with autocast(x_train.device, config.precision):
-            loss, log_p = training_loss(model, x_train[next(stream)], config, warmup, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if group is not None:
-            group.average_gradients(model)
-        optimizer.step()
+        log_p = step_once(x_train[next(stream)], warmup)
         scheduler.step()
         running, n_running = running + log_p, n_running + 1
         if bar is not None:
