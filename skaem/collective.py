@@ -36,8 +36,7 @@ class ProcessGroup:
         self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
 
     def _reduce(self, values: np.ndarray, op) -> np.ndarray:
-        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
-        tensor = tensor.clone()
+        tensor = torch.tensor(np.asarray(values, dtype=np.float64), device=self.device)
         dist.all_reduce(tensor, op=op, group=self.group)
         return tensor.cpu().numpy()
 
@@ -54,17 +53,20 @@ class ProcessGroup:
         total, weights = self.sum([value * weight, weight])
         return float(total / weights)
 
+    def _broadcast(self, tensor: torch.Tensor) -> None:
+        source = dist.get_global_rank(self.group, 0) if self.group else 0
+        dist.broadcast(tensor, src=source, group=self.group)
+
     def broadcast_int(self, value: int) -> int:
         """Rank 0's value on every process (a shared random seed)."""
         tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
-        dist.broadcast(tensor, src=dist.get_global_rank(self.group, 0) if self.group else 0)
+        self._broadcast(tensor)
         return int(tensor.item())
 
     def broadcast_parameters(self, model: nn.Module) -> None:
         """Start every process from rank 0's weights."""
-        source = dist.get_global_rank(self.group, 0) if self.group else 0
         for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=source, group=self.group)
+            self._broadcast(tensor)
 
     def average_gradients(self, model: nn.Module) -> None:
         """Replace each gradient by its mean over the processes, in one all-reduce."""

@@ -41,7 +41,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank, n_processes, backend, address, estimator, X, timeout, results):
+def _worker(threads, rank, n_processes, backend, address, estimator, X, timeout, results):
+    torch.set_num_threads(threads)  # processes share the cores instead of fighting
     try:
         if backend == "nccl":
             torch.cuda.set_device(rank)
@@ -142,7 +143,7 @@ def _run(estimator, X, n_processes, backend, timeout):
     threads = max(1, (os.cpu_count() or 1) // n_processes)
     workers = [
         context.Process(
-            target=_threaded_worker,
+            target=_worker,
             args=(threads, rank, n_processes, backend, address, estimator, X, timeout, results),
             daemon=True,
         )
@@ -157,11 +158,6 @@ def _run(estimator, X, n_processes, backend, timeout):
             if worker.is_alive():
                 worker.terminate()
             worker.join()
-
-
-def _threaded_worker(threads, *args):
-    torch.set_num_threads(threads)  # processes share the cores instead of fighting
-    _worker(*args)
 
 
 def _collect(results, workers, timeout):
