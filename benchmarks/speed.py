@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skaem.inference import conditional_log_densities, sample_rows
 from skaem.model import AEM
+from skaem.nn.fused import use_fused_kernels
 from skaem.proposal import GaussianMixtureProposal
 from skaem.training import EagerStep, GraphedStep, TrainingConfig, make_optimizer
 
@@ -71,7 +72,8 @@ def time_training(device, precision, steps, graphed=False):
                             defensive_fraction=0.1, stratified=True)  # fmt: skip
     generator = torch.Generator(device).manual_seed(0)
     batch = torch.randn(BATCH, D, device=device)
-    with FlopCounterMode(display=False) as counter:
+    # Model FLOPs, counted on the plain layers: the counter does not see oneDNN's fused ops.
+    with FlopCounterMode(display=False) as counter, use_fused_kernels(False):
         EagerStep(model, optimizer, config, generator)(batch, False)
     step = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator)
     for _ in range(GraphedStep.EAGER_STEPS + 2):  # warm-up (and capture)

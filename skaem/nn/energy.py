@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import ResidualBlock, make_activation
+from .fused import fused_energy, fused_kernels_apply
 
 
 class EnergyNet(nn.Module):
@@ -47,14 +48,26 @@ class EnergyNet(nn.Module):
         """First-layer contribution of the context, shape (..., hidden)."""
         return self.context_layer(context)
 
+    def _fusable(self, x: Tensor, projected_context: Tensor) -> bool:
+        """Whether the fused CPU kernels compute this call (ReLU, no active dropout)."""
+        dropout_active = self.training and any(b.dropout.p > 0 for b in self.blocks)
+        return (
+            isinstance(self.final_activation, nn.ReLU)
+            and not dropout_active
+            and fused_kernels_apply(x, projected_context, self.x_weight)
+        )
+
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
         """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
 
         ``projected_context`` has shape (..., hidden) and is shared by the S
         points of its conditional.
         """
-        h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)
-        for block in self.blocks:
-            h = block(h)
-        out = self.output_layer(self.final_activation(h)).squeeze(-1)
+        if self._fusable(x, projected_context):
+            out = fused_energy(x, projected_context, self.x_weight, self.blocks, self.output_layer)
+        else:
+            h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)
+            for block in self.blocks:
+                h = block(h)
+            out = self.output_layer(self.final_activation(h)).squeeze(-1)
         return -F.softplus(out.to(x.dtype))  # float32 energies under bfloat16 autocast

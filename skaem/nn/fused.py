@@ -1,0 +1,174 @@
+"""The energy network with fused kernels and cache-sized tiles on the CPU.
+
+In the residual stack ``h <- h + W2 relu(W1 relu(h) + b1) + b2`` every
+element-wise step (bias, ReLU, residual sum) is a pass over an activation
+of (points x hidden) floats, and on a CPU these passes cost as much as the
+products. Two changes remove most of that cost:
+
+- oneDNN applies the ReLU or the residual sum to a product's output while
+  it is still in registers (a post-op), which leaves one element-wise pass
+  per block instead of five;
+- the points go through the whole network in tiles of about 2 MiB per
+  activation, forward and backward, so that the passes that remain read
+  cache instead of main memory. The backward pass is written out by hand:
+  it keeps only the ReLU outputs and accumulates weight gradients tile by
+  tile.
+
+``torch.ops.mkldnn._linear_pointwise`` is the entry PyTorch's own compiler
+uses for these post-ops. It is not a public API, so the energy network
+falls back to its plain layers wherever it is missing, and
+``use_fused_kernels(False)`` switches it off (tests compare both;
+benchmarks count FLOPs on the plain path).
+"""
+
+import contextlib
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+_ENABLED = ContextVar("skaem_fused_kernels", default=True)
+
+
+def _linear_pointwise():
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR = _linear_pointwise() if torch.backends.mkldnn.is_available() else None
+
+
+@contextlib.contextmanager
+def use_fused_kernels(enabled: bool):
+    """Context manager that switches the fused CPU kernels on or off.
+
+    Examples
+    --------
+    >>> from skaem.nn.fused import use_fused_kernels
+    >>> with use_fused_kernels(False):
+    ...     pass  # the energy network runs its plain layers here
+    """
+    token = _ENABLED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def fused_kernels_apply(*tensors: Tensor) -> bool:
+    """Whether the fused kernels can take ``tensors`` (float32 on the CPU, no autocast)."""
+    return (
+        _LINEAR is not None
+        and _ENABLED.get()
+        and not torch.is_autocast_enabled("cpu")
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    )
+
+
+# Each activation of a tile is about 2 MiB, so that a tile's forward and
+# backward passes run in cache instead of main memory: 1.4-1.6x faster than
+# whole-batch passes for a training step on two cores (4096 points of 128).
+TILE_BYTES = 2**21
+
+
+def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_layer) -> Tensor:
+    """Pre-softplus output of the energy network at points ``x`` (..., S).
+
+    ``context`` (..., H) is the projected context of each conditional,
+    ``x_weight`` (H,) the first layer's weight on the point, ``blocks``
+    :class:`~skaem.nn.ResidualBlock` with ReLU and no active dropout.
+    Gradients reach every input.
+    """
+    lead = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    n_points, hidden = x.shape[-1], context.shape[-1]
+    x2 = x.expand(*lead, n_points).reshape(lead.numel(), n_points)
+    c2 = context.expand(*lead, hidden).reshape(lead.numel(), hidden)
+    weights = [
+        t for b in blocks for t in (b.first.weight, b.first.bias, b.second.weight, b.second.bias)
+    ]
+    inputs = (x2, c2, x_weight, output_layer.weight, output_layer.bias, *weights)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        out = _FusedEnergy.apply(*inputs)
+    else:
+        out = _forward_tiles(inputs, keep=False)[0]
+    return out.view(*lead, n_points)
+
+
+def _tiles(n_groups: int, n_points: int, hidden: int):
+    """(rows, cols) slices covering the (groups, points) grid in tiles of about TILE_BYTES."""
+    points = max(1, TILE_BYTES // (4 * hidden))
+    cols = max(1, min(n_points, points))
+    rows = max(1, points // cols)
+    for i in range(0, n_groups, rows):
+        for j in range(0, n_points, cols):
+            yield slice(i, i + rows), slice(j, j + cols)
+
+
+def _forward_tiles(inputs, keep):
+    """Outputs (groups, S) and, with ``keep``, each tile's saved activations."""
+    x, context, x_weight, w_out, b_out, *weights = inputs
+    out = torch.empty_like(x)
+    saved = []
+    for rows, cols in _tiles(*x.shape, context.shape[-1]):
+        h = torch.addcmul(context[rows].unsqueeze(-2), x[rows, cols].unsqueeze(-1), x_weight)
+        h = h.view(-1, h.shape[-1])
+        for i in range(0, len(weights), 4):
+            w1, b1, w2, b2 = weights[i : i + 4]
+            a = torch.relu(h)
+            r = _LINEAR(a, w1, b1, "relu", [], "")
+            h = _LINEAR.binary(r, h, w2, b2, "add")  # h + r @ w2.T + b2 in one pass
+            if keep:
+                saved += [a, r]
+        a = torch.relu(h)
+        out[rows, cols] = torch.addmv(b_out, a, w_out[0]).view_as(out[rows, cols])
+        if keep:
+            saved.append(a)
+    return out, saved
+
+
+def _backward_tiles(grad_out, inputs, saved, needs_grad):
+    """Gradients of every input from the saved activations, tile by tile."""
+    x, context, x_weight, w_out, _, *weights = inputs
+    grads = [torch.zeros_like(t) for t in inputs]
+    grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_weights = grads
+    per_tile = len(weights) // 2 + 1
+    for k, (rows, cols) in enumerate(_tiles(*x.shape, context.shape[-1])):
+        activations = saved[k * per_tile : (k + 1) * per_tile]
+        g_out = grad_out[rows, cols].reshape(-1)
+        a = activations[-1]
+        grad_w_out.addmm_(g_out.unsqueeze(0), a)
+        grad_b_out.add_(g_out.sum())
+        g = torch.ops.aten.threshold_backward(torch.outer(g_out, w_out[0]), a, 0)
+        for i in reversed(range(0, len(weights), 4)):
+            a, r = activations[i // 2], activations[i // 2 + 1]
+            grad_weights[i + 2].addmm_(g.t(), r)
+            grad_weights[i + 3].add_(g.sum(0))
+            g_r = torch.ops.aten.threshold_backward(g @ weights[i + 2], r, 0)
+            grad_weights[i].addmm_(g_r.t(), a)
+            grad_weights[i + 1].add_(g_r.sum(0))
+            g.add_(torch.ops.aten.threshold_backward(g_r @ weights[i], a, 0))
+        g = g.view(*x[rows, cols].shape, -1)  # (rows, cols, H)
+        grad_context[rows] += g.sum(1)
+        grad_x_weight.addmv_(g.reshape(-1, g.shape[-1]).t(), x[rows, cols].reshape(-1))
+        if needs_grad[0]:
+            grad_x[rows, cols] = g @ x_weight
+    return [grad if need else None for grad, need in zip(grads, needs_grad, strict=True)]
+
+
+class _FusedEnergy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, *inputs):
+        out, saved = _forward_tiles(inputs, keep=True)
+        ctx.save_for_backward(*inputs, *saved)
+        ctx.n_inputs = len(inputs)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        tensors = ctx.saved_tensors
+        inputs, saved = tensors[: ctx.n_inputs], tensors[ctx.n_inputs :]
+        return tuple(_backward_tiles(grad_out, inputs, saved, ctx.needs_input_grad))

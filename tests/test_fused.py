@@ -1,0 +1,108 @@
+"""The fused CPU energy kernels against the energy network's plain layers."""
+
+import pytest
+import torch
+
+from skaem.model import AEM
+from skaem.nn import EnergyNet
+from skaem.nn import fused as fused_module
+from skaem.nn.fused import fused_kernels_apply, use_fused_kernels
+from skaem.proposal import GaussianMixtureProposal
+
+pytestmark = pytest.mark.skipif(
+    not fused_kernels_apply(torch.zeros(1)), reason="no oneDNN fused linear in this torch"
+)
+
+
+def _net(activation="relu", dropout=0.0):
+    torch.manual_seed(0)
+    net = EnergyNet(5, 16, 3, activation=activation, dropout=dropout)
+    with torch.no_grad():
+        for p in net.parameters():  # the zero-initialised layers would hide mistakes
+            p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+def _value_and_grads(net, x, context, fused):
+    x, context = x.clone().requires_grad_(), context.clone().requires_grad_()
+    net.zero_grad()
+    with use_fused_kernels(fused):
+        out = net(x, net.project_context(context))
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    grads = [p.grad for p in net.parameters()] + [x.grad, context.grad]
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize(
+    "x_shape, context_shape, tile_bytes",
+    [
+        ((7, 4, 9), (7, 4, 5), 2**21),  # one tile
+        ((7, 4, 9), (7, 4, 5), 2**9),  # 8 points a tile: rows split, columns whole
+        ((3, 50), (3, 5), 2**8),  # more points than a tile: columns split too
+        ((1, 30), (6, 5), 2**9),  # one set of points broadcast over six contexts
+    ],
+)
+def test_fused_values_and_gradients_equal_the_plain_layers(
+    x_shape, context_shape, tile_bytes, monkeypatch
+):
+    monkeypatch.setattr(fused_module, "TILE_BYTES", tile_bytes)
+    net = _net()
+    x, context = 2 * torch.randn(x_shape), torch.randn(context_shape)
+    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
+    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # inference takes the path that keeps no activations
+        torch.testing.assert_close(net(x, net.project_context(context)), plain)
+
+
+def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
+    calls, forward_tiles = [], fused_module._forward_tiles
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return forward_tiles(*args, **kwargs)
+
+    monkeypatch.setattr(fused_module, "_forward_tiles", spy)
+
+    def uses_fused(net, x, context):
+        calls.clear()
+        net(x, context)
+        return bool(calls)
+
+    x, context = torch.randn(2, 3), torch.randn(2, 16)
+    assert uses_fused(_net(), x, context)
+    assert not uses_fused(_net("tanh"), x, context)
+    assert not uses_fused(_net(dropout=0.5).train(), x, context)
+    assert uses_fused(_net(dropout=0.5).eval(), x, context)  # dropout inactive
+    assert not uses_fused(_net().double(), x.double(), context.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not uses_fused(_net(), x, context)
+    with use_fused_kernels(False):
+        assert not uses_fused(_net(), x, context)
+
+
+def test_training_loss_and_gradients_do_not_depend_on_the_kernels(monkeypatch):
+    monkeypatch.setattr(fused_module, "TILE_BYTES", 2**10)
+    torch.manual_seed(0)
+    model = AEM(3, GaussianMixtureProposal(4), 32, 2, 8, 16, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(10, 3)
+    uniforms, normals = torch.rand(10, 3, 12), torch.randn(10, 3, 12)
+
+    def loss_and_grads(fused):
+        model.zero_grad()
+        with use_fused_kernels(fused):
+            log_p, log_q = model.log_prob_terms(x, uniforms, normals, defensive_fraction=0.25)
+        loss = -(log_p + log_q).sum()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    plain_loss, plain_grads = loss_and_grads(False)
+    fused_loss, fused_grads = loss_and_grads(True)
+    torch.testing.assert_close(fused_loss, plain_loss)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
