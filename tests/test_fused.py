@@ -23,10 +23,11 @@ def _net(activation="relu", dropout=0.0):
     return net
 
 
-def _value_and_grads(net, x, context, fused):
+def _value_and_grads(net, x, context, fused, dtype=torch.float32):
     x, context = x.clone().requires_grad_(), context.clone().requires_grad_()
     net.zero_grad()
-    with use_fused_kernels(fused):
+    low = dtype == torch.bfloat16
+    with use_fused_kernels(fused), torch.autocast("cpu", dtype=dtype, enabled=low):
         out = net(x, net.project_context(context))
     out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
     grads = [p.grad for p in net.parameters()] + [x.grad, context.grad]
@@ -57,6 +58,27 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
         torch.testing.assert_close(net(x, net.project_context(context)), plain)
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no oneDNN bfloat16")
+def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(monkeypatch):
+    # Both keep float32 sums and take bfloat16 products; rounding differs.
+    monkeypatch.setattr(fused_module, "TILE_BYTES", 2**10)
+    net = _net()
+    x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
+    exact, exact_grads = _value_and_grads(net, x, context, fused=False)
+    errors = {}
+    for fused in (False, True):
+        low, low_grads = _value_and_grads(net, x, context, fused, torch.bfloat16)
+        assert low.dtype == torch.float32
+        assert [g.dtype for g in low_grads] == [g.dtype for g in exact_grads]
+        errors[fused] = [(low - exact).abs().max()] + [
+            (got - expected).abs().max() / expected.abs().max()
+            for got, expected in zip(low_grads, exact_grads, strict=True)
+        ]
+    assert errors[True][0] < 0.03
+    for fused_error, autocast_error in zip(errors[True], errors[False], strict=True):
+        assert fused_error <= 1.5 * autocast_error + 1e-3
+
+
 def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
     calls, forward_tiles = [], fused_module._forward_tiles
 
@@ -77,7 +99,9 @@ def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
     assert not uses_fused(_net(dropout=0.5).train(), x, context)
     assert uses_fused(_net(dropout=0.5).eval(), x, context)  # dropout inactive
     assert not uses_fused(_net().double(), x.double(), context.double())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bfloat16 where supported
+        assert uses_fused(_net(), x, context) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with torch.autocast("cpu", dtype=torch.float16):
         assert not uses_fused(_net(), x, context)
     with use_fused_kernels(False):
         assert not uses_fused(_net(), x, context)

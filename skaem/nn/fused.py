@@ -59,13 +59,28 @@ def use_fused_kernels(enabled: bool):
 
 
 def fused_kernels_apply(*tensors: Tensor) -> bool:
-    """Whether the fused kernels can take ``tensors`` (float32 on the CPU, no autocast)."""
+    """Whether the fused kernels can take ``tensors`` (float32 on the CPU).
+
+    Under bfloat16 autocast they do the products in bfloat16 where oneDNN
+    supports it, like autocast does, and take bfloat16 inputs too.
+    """
+    dtype = _compute_dtype()
     return (
         _LINEAR is not None
         and _ENABLED.get()
-        and not torch.is_autocast_enabled("cpu")
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and dtype is not None
+        and all(t.device.type == "cpu" and t.dtype in (torch.float32, dtype) for t in tensors)
     )
+
+
+def _compute_dtype():
+    """The products' dtype: float32, bfloat16 under CPU autocast, None if unsupported."""
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.float32
+    dtype = torch.get_autocast_dtype("cpu")
+    if dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return dtype
+    return None
 
 
 # Each activation of a tile is about 2 MiB, so that a tile's forward and
@@ -90,10 +105,12 @@ def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_la
         t for b in blocks for t in (b.first.weight, b.first.bias, b.second.weight, b.second.bias)
     ]
     inputs = (x2, c2, x_weight, output_layer.weight, output_layer.bias, *weights)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-        out = _FusedEnergy.apply(*inputs)
-    else:
-        out = _forward_tiles(inputs, keep=False)[0]
+    dtype = _compute_dtype()
+    with torch.autocast("cpu", enabled=False):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            out = _FusedEnergy.apply(dtype, *inputs)
+        else:
+            out = _forward_tiles(inputs, dtype, keep=False)[0]
     return out.view(*lead, n_points)
 
 
@@ -107,19 +124,22 @@ def _tiles(n_groups: int, n_points: int, hidden: int):
             yield slice(i, i + rows), slice(j, j + cols)
 
 
-def _forward_tiles(inputs, keep):
-    """Outputs (groups, S) and, with ``keep``, each tile's saved activations."""
+def _forward_tiles(inputs, dtype, keep):
+    """Outputs (groups, S) and, with ``keep``, each tile's saved activations.
+
+    The residual stream stays in float32; the products take ``dtype``.
+    """
     x, context, x_weight, w_out, b_out, *weights = inputs
+    weights = [w.to(dtype) for w in weights]
     out = torch.empty_like(x)
     saved = []
     for rows, cols in _tiles(*x.shape, context.shape[-1]):
-        h = torch.addcmul(context[rows].unsqueeze(-2), x[rows, cols].unsqueeze(-1), x_weight)
+        h = torch.addcmul(
+            context[rows].float().unsqueeze(-2), x[rows, cols].unsqueeze(-1), x_weight
+        )
         h = h.view(-1, h.shape[-1])
         for i in range(0, len(weights), 4):
-            w1, b1, w2, b2 = weights[i : i + 4]
-            a = torch.relu(h)
-            r = _LINEAR(a, w1, b1, "relu", [], "")
-            h = _LINEAR.binary(r, h, w2, b2, "add")  # h + r @ w2.T + b2 in one pass
+            h, a, r = _block(h, *weights[i : i + 4])
             if keep:
                 saved += [a, r]
         a = torch.relu(h)
@@ -129,9 +149,19 @@ def _forward_tiles(inputs, keep):
     return out, saved
 
 
-def _backward_tiles(grad_out, inputs, saved, needs_grad):
+def _block(h, w1, b1, w2, b2):
+    """``h + W2 relu(W1 relu(h) + b1) + b2`` and the two ReLU outputs."""
+    a = torch.relu(h).to(w1.dtype)
+    r = _LINEAR(a, w1, b1, "relu", [], "")
+    if r.dtype == h.dtype:
+        return _LINEAR.binary(r, h, w2, b2, "add"), a, r  # the residual sum as a post-op
+    return h.add_(_LINEAR(r, w2, b2, "none", [], "")), a, r
+
+
+def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
     """Gradients of every input from the saved activations, tile by tile."""
     x, context, x_weight, w_out, _, *weights = inputs
+    weights = [w.to(dtype) for w in weights]
     grads = [torch.zeros_like(t) for t in inputs]
     grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_weights = grads
     per_tile = len(weights) // 2 + 1
@@ -144,10 +174,11 @@ def _backward_tiles(grad_out, inputs, saved, needs_grad):
         g = torch.ops.aten.threshold_backward(torch.outer(g_out, w_out[0]), a, 0)
         for i in reversed(range(0, len(weights), 4)):
             a, r = activations[i // 2], activations[i // 2 + 1]
-            grad_weights[i + 2].addmm_(g.t(), r)
+            g_low = g.to(dtype)
+            _accumulate(grad_weights[i + 2], g_low.t(), r)
             grad_weights[i + 3].add_(g.sum(0))
-            g_r = torch.ops.aten.threshold_backward(g @ weights[i + 2], r, 0)
-            grad_weights[i].addmm_(g_r.t(), a)
+            g_r = torch.ops.aten.threshold_backward(g_low @ weights[i + 2], r, 0)
+            _accumulate(grad_weights[i], g_r.t(), a)
             grad_weights[i + 1].add_(g_r.sum(0))
             g.add_(torch.ops.aten.threshold_backward(g_r @ weights[i], a, 0))
         g = g.view(*x[rows, cols].shape, -1)  # (rows, cols, H)
@@ -158,12 +189,20 @@ def _backward_tiles(grad_out, inputs, saved, needs_grad):
     return [grad if need else None for grad, need in zip(grads, needs_grad, strict=True)]
 
 
+def _accumulate(total, a, b):
+    """``total += a @ b``, the product in the dtype of ``a`` and ``b``."""
+    if total.dtype == a.dtype:
+        total.addmm_(a, b)
+    else:
+        total.add_(a @ b)
+
+
 class _FusedEnergy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, *inputs):
-        out, saved = _forward_tiles(inputs, keep=True)
+    def forward(ctx, dtype, *inputs):
+        out, saved = _forward_tiles(inputs, dtype, keep=True)
         ctx.save_for_backward(*inputs, *saved)
-        ctx.n_inputs = len(inputs)
+        ctx.n_inputs, ctx.dtype = len(inputs), dtype
         return out
 
     @staticmethod
@@ -171,4 +210,6 @@ class _FusedEnergy(torch.autograd.Function):
     def backward(ctx, grad_out):
         tensors = ctx.saved_tensors
         inputs, saved = tensors[: ctx.n_inputs], tensors[ctx.n_inputs :]
-        return tuple(_backward_tiles(grad_out, inputs, saved, ctx.needs_input_grad))
+        with torch.autocast("cpu", enabled=False):
+            grads = _backward_tiles(grad_out, inputs, saved, ctx.dtype, ctx.needs_input_grad[1:])
+        return (None, *grads)
