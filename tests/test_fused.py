@@ -58,7 +58,7 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
         torch.testing.assert_close(net(x, net.project_context(context)), plain)
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no oneDNN bfloat16")
+@pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
 def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(monkeypatch):
     # Both keep float32 sums and take bfloat16 products; rounding differs.
     monkeypatch.setattr(fused_module, "TILE_BYTES", 2**10)
@@ -100,7 +100,7 @@ def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
     assert uses_fused(_net(dropout=0.5).eval(), x, context)  # dropout inactive
     assert not uses_fused(_net().double(), x.double(), context.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bfloat16 where supported
-        assert uses_fused(_net(), x, context) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        assert uses_fused(_net(), x, context) == fused_module._BF16_SUPPORTED
     with torch.autocast("cpu", dtype=torch.float16):
         assert not uses_fused(_net(), x, context)
     with use_fused_kernels(False):

@@ -31,14 +31,19 @@ from torch.autograd.function import once_differentiable
 _ENABLED = ContextVar("skaem_fused_kernels", default=True)
 
 
-def _linear_pointwise():
+def _mkldnn_op(name):
+    """A oneDNN op of this torch build, or None where it has none."""
+    if not torch.backends.mkldnn.is_available():
+        return None
     try:
-        return torch.ops.mkldnn._linear_pointwise
+        return getattr(torch.ops.mkldnn, name)
     except (AttributeError, RuntimeError):
         return None
 
 
-_LINEAR = _linear_pointwise() if torch.backends.mkldnn.is_available() else None
+_LINEAR = _mkldnn_op("_linear_pointwise")
+_bf16_check = _mkldnn_op("_is_mkldnn_bf16_supported")
+_BF16_SUPPORTED = _LINEAR is not None and _bf16_check is not None and bool(_bf16_check())
 
 
 @contextlib.contextmanager
@@ -64,12 +69,11 @@ def fused_kernels_apply(*tensors: Tensor) -> bool:
     Under bfloat16 autocast they do the products in bfloat16 where oneDNN
     supports it, like autocast does, and take bfloat16 inputs too.
     """
+    if _LINEAR is None or not _ENABLED.get():
+        return False
     dtype = _compute_dtype()
-    return (
-        _LINEAR is not None
-        and _ENABLED.get()
-        and dtype is not None
-        and all(t.device.type == "cpu" and t.dtype in (torch.float32, dtype) for t in tensors)
+    return dtype is not None and all(
+        t.device.type == "cpu" and t.dtype in (torch.float32, dtype) for t in tensors
     )
 
 
@@ -78,14 +82,16 @@ def _compute_dtype():
     if not torch.is_autocast_enabled("cpu"):
         return torch.float32
     dtype = torch.get_autocast_dtype("cpu")
-    if dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if dtype == torch.bfloat16 and _BF16_SUPPORTED:
         return dtype
     return None
 
 
-# Each activation of a tile is about 2 MiB, so that a tile's forward and
-# backward passes run in cache instead of main memory: 1.4-1.6x faster than
-# whole-batch passes for a training step on two cores (4096 points of 128).
+# Each activation of a tile is about 2 MiB (4096 points of 128 floats), so
+# that a tile's forward and backward passes run in cache. On two cores the
+# energy network's forward and backward took 1.2-1.6x less time than with
+# the plain layers in paired runs; the fused kernels on the whole batch
+# gained 1.0-1.4x.
 TILE_BYTES = 2**21
 
 
