@@ -9,7 +9,11 @@ on the values). Prints, from one run:
   products of side 2048), the reference for everything else;
 - milliseconds per training step (forward, backward, Adam), the FLOPs of a
   step as counted by ``torch.utils.flop_counter``, the achieved GFLOP/s and
-  its fraction of the matmul peak of the same precision;
+  its fraction of the matmul peak of the same precision; the precisions'
+  steps are interleaved, one of each per round, so that their ratio (the
+  bfloat16 speed-up) holds on a shared machine; ``--compare-plain`` adds
+  the energy network's plain layers (the code before the fused CPU kernels)
+  to the interleaving, for a before/after table from one run;
 - scoring throughput (rows x importance samples per second) and the peak
   resident memory that scoring adds, at S = 1,000 and 20,000, each measured in
   a fresh process, for two numbers of rows (scoring works in fixed-shape
@@ -21,12 +25,14 @@ on the values). Prints, from one run:
   GPU and most of a day on two CPU cores).
 
 Usage: python benchmarks/speed.py [--precision float32 bfloat16] [--device cpu]
+       [--training-only] [--compare-plain] [--steps N]
        [--large-rows 100000 [--steps 0]]   (--steps 0: the large scoring alone)
 Takes about 6 minutes on two CPU cores.
 """
 
 import argparse
 import multiprocessing
+import statistics
 import time
 
 import torch
@@ -64,11 +70,12 @@ def matmul_gflops(dtype, device, n=2048, seconds=2.0):
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def time_training(device, precision, steps, graphed=False):
-    """Seconds per step and FLOPs of a step (counted on an eager step)."""
+def make_step(device, precision, graphed=False):
+    """A warmed-up training step (replayed from a CUDA graph with ``graphed``),
+    its batch, and the FLOPs of one step."""
     model = power_model(device).train()
     optimizer = make_optimizer(model, 5e-4, capturable=graphed)
-    config = TrainingConfig(max_iter=steps, n_importance_samples=S_TRAIN, precision=precision,
+    config = TrainingConfig(max_iter=10**6, n_importance_samples=S_TRAIN, precision=precision,
                             defensive_fraction=0.1, stratified=True)  # fmt: skip
     generator = torch.Generator(device).manual_seed(0)
     batch = torch.randn(BATCH, D, device=device)
@@ -78,12 +85,29 @@ def time_training(device, precision, steps, graphed=False):
     step = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator)
     for _ in range(GraphedStep.EAGER_STEPS + 2):  # warm-up (and capture)
         step(batch, False)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(batch, False)
-    synchronize(device)
-    return (time.perf_counter() - start) / steps, counter.get_total_flops()
+    return step, batch, counter.get_total_flops()
+
+
+def time_training(device, variants, rounds, graphed=False):
+    """Per variant ``(precision, fused)``: the median seconds of its steps and
+    the FLOPs of a step, and the per-round times for paired ratios.
+
+    The variants' steps are interleaved, one of each per round, so that all
+    meet the same load on a shared machine. ``fused=False`` runs the energy
+    network's plain layers (the code before the fused CPU kernels).
+    """
+    steps = {v: make_step(device, v[0], graphed) for v in variants}
+    times = {v: [] for v in variants}
+    for _ in range(rounds):
+        for (precision, fused), (step, batch, _) in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            with use_fused_kernels(fused):
+                step(batch, False)
+            synchronize(device)
+            times[precision, fused].append(time.perf_counter() - start)
+    medians = {v: (statistics.median(times[v]), steps[v][2]) for v in variants}
+    return medians, times
 
 
 def _score_in_child(device_name, precision, n_rows, n_samples, queue):
@@ -145,6 +169,10 @@ def main():
     parser.add_argument("--precision", nargs="*", default=["float32", "bfloat16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--training-only", action="store_true", help="skip scoring and sampling")
+    parser.add_argument(
+        "--compare-plain", action="store_true", help="also time the plain layers, interleaved"
+    )
     parser.add_argument("--large-rows", type=int, default=0)
     parser.add_argument("--large-samples", type=int, default=20000)
     args = parser.parse_args()
@@ -154,16 +182,11 @@ def main():
     peaks = {p: matmul_gflops(getattr(torch, p), device) for p in args.precision}
     for precision, peak in peaks.items():
         print(f"matmul peak {precision}: {peak:.1f} GFLOP/s")
-    for precision in args.precision if args.steps else ():
-        print(f"\n== {precision} ==")
+    if args.steps:
         for graphed in (False, True) if device.type == "cuda" else (False,):
-            seconds, flops = time_training(device, precision, args.steps, graphed)
-            achieved = flops / seconds / 1e9
-            print(
-                f"training step{' (CUDA graph)' if graphed else ''}: {1e3 * seconds:.1f} ms, "
-                f"{flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = "
-                f"{achieved / peaks[precision]:.0%} of the {precision} matmul peak"
-            )
+            report_training(device, args.precision, args.steps, peaks, graphed, args.compare_plain)
+    for precision in args.precision if args.steps and not args.training_only else ():
+        print(f"\n== {precision} ==")
         # A GPU finishes the CPU's row counts in a fraction of a second.
         scale = 25 if device.type == "cuda" else 1
         for n_samples, row_counts in ((1000, (200, 800, 3200)), (20000, (20, 80))):
@@ -172,6 +195,33 @@ def main():
         print(f"sampling: {time_sampling(device, precision):,.0f} rows/s")
     if args.large_rows:
         report_scoring(device, args.precision[0], args.large_rows, args.large_samples)
+
+
+def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
+    variants = [(p, True) for p in precisions]
+    variants += [(p, False) for p in precisions] if compare_plain else []
+    medians, times = time_training(device, variants, rounds, graphed)
+    # The peak again after the steps; the larger reading is the reference.
+    peaks = {p: max(peak, matmul_gflops(getattr(torch, p), device)) for p, peak in peaks.items()}
+    label = " (CUDA graph)" if graphed else ""
+    print(f"\ntraining step{label}, {rounds} rounds of one step per variant, interleaved:")
+    for (precision, fused), (seconds, flops) in medians.items():
+        achieved = flops / seconds / 1e9
+        print(
+            f"  {precision}{'' if fused else ', plain layers'}: median {1e3 * seconds:.1f} ms, "
+            f"{flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = "
+            f"{achieved / peaks[precision]:.0%} of the {precision} matmul peak "
+            f"({peaks[precision]:.1f} GFLOP/s, larger of two readings)"
+        )
+
+    def speed_up(slow, fast):
+        ratios = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
+        return f"{statistics.median(ratios):.2f}x"
+
+    if {"float32", "bfloat16"} <= set(precisions):
+        print(f"  bfloat16 over float32: {speed_up(('float32', True), ('bfloat16', True))}")
+    for precision in precisions if compare_plain else ():
+        print(f"  {precision}, fused over plain: {speed_up((precision, False), (precision, True))}")
 
 
 def report_scoring(device, precision, n_rows, n_samples):

@@ -3,7 +3,7 @@
 The speed work of the speed issue started after commit 3feb707. To measure it:
 
     git worktree add /tmp/before 3feb707
-    python benchmarks/speed_baseline.py /tmp/before
+    python benchmarks/speed_baseline.py /tmp/before [--training-only ...]
 
 That package lacks the stratified and precision options and helpers added
 since; the shims below drop those arguments (float32 and independent
@@ -52,10 +52,36 @@ def _config(**kwargs):
 
 
 training.TrainingConfig = _config
-training.make_optimizer = lambda model, lr: torch.optim.Adam(model.parameters(), lr=lr)
+training.make_optimizer = lambda model, lr, capturable=False: torch.optim.Adam(
+    model.parameters(), lr=lr
+)
+if not hasattr(training, "EagerStep"):  # the step as a class came later: the same three calls
+
+    class EagerStep:
+        def __init__(self, model, optimizer, config, generator, group=None):
+            self.model, self.optimizer, self.config, self.generator = (
+                model, optimizer, config, generator
+            )  # fmt: skip
+
+        def __call__(self, batch, warmup):
+            loss, log_p = training.training_loss(
+                self.model, batch, self.config, warmup, self.generator
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            return log_p
+
+    training.EagerStep = EagerStep
+if not hasattr(training, "GraphedStep"):  # CUDA graphs came later; the CPU never uses them
+    training.GraphedStep = type("GraphedStep", (training.EagerStep,), {"EAGER_STEPS": 3})
+# Nor were there fused kernels to switch off.
+sys.modules["skaem.nn.fused"] = types.SimpleNamespace(
+    use_fused_kernels=lambda enabled: contextlib.nullcontext()
+)
 
 import speed  # noqa: E402
 
 if __name__ == "__main__":
-    sys.argv = ["speed.py", "--precision", "float32"]
+    sys.argv = ["speed.py", "--precision", "float32", *sys.argv[2:]]
     speed.main()
