@@ -75,8 +75,9 @@ def make_step(device, precision, graphed=False):
     its batch, and the FLOPs of one step."""
     model = power_model(device).train()
     optimizer = make_optimizer(model, 5e-4, capturable=graphed)
-    config = TrainingConfig(max_iter=10**6, n_importance_samples=S_TRAIN, precision=precision,
+    config = TrainingConfig(max_iter=1, n_importance_samples=S_TRAIN, precision=precision,
                             defensive_fraction=0.1, stratified=True)  # fmt: skip
+    # (max_iter sets the training loop's schedule; a step alone does not read it)
     generator = torch.Generator(device).manual_seed(0)
     batch = torch.randn(BATCH, D, device=device)
     # Model FLOPs, counted on the plain layers: the counter does not see oneDNN's fused ops.

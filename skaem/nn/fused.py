@@ -140,16 +140,15 @@ def _forward_tiles(inputs, dtype, keep):
     out = torch.empty_like(x)
     saved = []
     for rows, cols in _tiles(*x.shape, context.shape[-1]):
-        h = torch.addcmul(
-            context[rows].float().unsqueeze(-2), x[rows, cols].unsqueeze(-1), x_weight
-        )
+        points = x[rows, cols]
+        h = torch.addcmul(context[rows].float().unsqueeze(-2), points.unsqueeze(-1), x_weight)
         h = h.view(-1, h.shape[-1])
         for i in range(0, len(weights), 4):
             h, a, r = _block(h, *weights[i : i + 4])
             if keep:
                 saved += [a, r]
         a = torch.relu(h)
-        out[rows, cols] = torch.addmv(b_out, a, w_out[0]).view_as(out[rows, cols])
+        out[rows, cols] = torch.addmv(b_out, a, w_out[0]).view(points.shape)
         if keep:
             saved.append(a)
     return out, saved
@@ -187,9 +186,10 @@ def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
             _accumulate(grad_weights[i], g_r.t(), a)
             grad_weights[i + 1].add_(g_r.sum(0))
             g.add_(torch.ops.aten.threshold_backward(g_r @ weights[i], a, 0))
-        g = g.view(*x[rows, cols].shape, -1)  # (rows, cols, H)
+        points = x[rows, cols]
+        grad_x_weight.addmv_(g.t(), points.reshape(-1))
+        g = g.view(*points.shape, -1)  # (rows, cols, H)
         grad_context[rows] += g.sum(1)
-        grad_x_weight.addmv_(g.reshape(-1, g.shape[-1]).t(), x[rows, cols].reshape(-1))
         if needs_grad[0]:
             grad_x[rows, cols] = g @ x_weight
     return [grad if need else None for grad, need in zip(grads, needs_grad, strict=True)]
