@@ -6,7 +6,8 @@ S = 20 importance samples in training. On random data (speed does not depend
 on the values). Prints, from one run:
 
 - the fp32 and bf16 matrix-multiply throughput of this machine (square
-  products of side 2048), the reference for everything else;
+  products of side 2048, the faster of torch's matmul and oneDNN's), the
+  reference for everything else;
 - milliseconds per training step (forward, backward, Adam), the FLOPs of a
   step as counted by ``torch.utils.flop_counter``, the achieved GFLOP/s and
   its fraction of the matmul peak of the same precision; the precisions'
@@ -40,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skaem.inference import conditional_log_densities, sample_rows
 from skaem.model import AEM
-from skaem.nn.fused import use_fused_kernels
+from skaem.nn.fused import _LINEAR, use_fused_kernels
 from skaem.proposal import GaussianMixtureProposal
 from skaem.training import EagerStep, GraphedStep, TrainingConfig, make_optimizer
 
@@ -57,17 +58,32 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def matmul_gflops(dtype, device, n=2048, seconds=2.0):
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
+def _gflops(product, n, device, seconds):
+    product()  # warm-up
     synchronize(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
+        product()
         count += 1
         synchronize(device)
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def matmul_gflops(dtype, device, n=2048, seconds=2.0):
+    """GFLOP/s of square products of side ``n`` per library: torch's matmul
+    and, on the CPU, oneDNN's (the library of the fused kernels).
+
+    They differ: on AMD CPUs torch's float32 matmul goes to MKL, which runs
+    AVX2 code only, while oneDNN runs AVX-512 (2.2x faster on a Zen 5).
+    The peak of a precision is the largest of these readings.
+    """
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    rates = {"torch.matmul": _gflops(lambda: a @ b, n, device, seconds)}
+    if device.type == "cpu" and _LINEAR is not None:
+        b_t = b.t().contiguous()
+        rates["oneDNN"] = _gflops(lambda: _LINEAR(a, b_t, None, "none", [], ""), n, device, seconds)
+    return rates
 
 
 def make_step(device, precision, graphed=False):
@@ -180,9 +196,12 @@ def main():
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    peaks = {p: matmul_gflops(getattr(torch, p), device) for p in args.precision}
-    for precision, peak in peaks.items():
-        print(f"matmul peak {precision}: {peak:.1f} GFLOP/s")
+    peaks = {}
+    for precision in args.precision:
+        rates = matmul_gflops(getattr(torch, precision), device)
+        peaks[precision] = max(rates.values())
+        each = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+        print(f"matmul peak {precision}: {peaks[precision]:.1f} GFLOP/s ({each})")
     if args.steps:
         for graphed in (False, True) if device.type == "cuda" else (False,):
             report_training(device, args.precision, args.steps, peaks, graphed, args.compare_plain)
@@ -203,7 +222,10 @@ def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
     variants += [(p, False) for p in precisions] if compare_plain else []
     medians, times = time_training(device, variants, rounds, graphed)
     # The peak again after the steps; the larger reading is the reference.
-    peaks = {p: max(peak, matmul_gflops(getattr(torch, p), device)) for p, peak in peaks.items()}
+    peaks = {
+        p: max(peak, *matmul_gflops(getattr(torch, p), device).values())
+        for p, peak in peaks.items()
+    }
     label = " (CUDA graph)" if graphed else ""
     print(f"\ntraining step{label}, {rounds} rounds of one step per variant, interleaved:")
     for (precision, fused), (seconds, flops) in medians.items():

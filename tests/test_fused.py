@@ -130,3 +130,51 @@ def test_training_loss_and_gradients_do_not_depend_on_the_kernels(monkeypatch):
     torch.testing.assert_close(fused_loss, plain_loss)
     for got, expected in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x_shape, bias", [((9, 7), True), ((2, 4, 7), True), ((9, 7), False), ((1, 7), True)]
+)
+def test_onednn_linear_values_and_gradients_equal_f_linear(x_shape, bias):
+    torch.manual_seed(0)
+    x = torch.randn(x_shape)[..., torch.randperm(7)]  # a non-contiguous input
+    weight, b = torch.randn(5, 7), torch.randn(5) if bias else None
+    grad_out = torch.randn(*x_shape[:-1], 5)
+
+    def value_and_grads(fused):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, b) if t is not None]
+        with use_fused_kernels(fused):
+            out = fused_module.linear(*leaves, *([] if bias else [None]))
+        out.backward(grad_out)
+        return out.detach(), [t.grad for t in leaves]
+
+    plain, plain_grads = value_and_grads(False)
+    onednn, onednn_grads = value_and_grads(True)
+    torch.testing.assert_close(onednn, plain, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(onednn_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_linear_runs_only_for_float32_outside_autocast(monkeypatch):
+    calls, apply = [], fused_module._Linear.apply
+
+    def spy(*args):
+        calls.append(1)
+        return apply(*args)
+
+    monkeypatch.setattr(fused_module._Linear, "apply", spy)
+
+    def uses_onednn(x, weight, bias):
+        calls.clear()
+        fused_module.linear(x, weight, bias)
+        return bool(calls)
+
+    x, weight, bias = torch.randn(4, 3), torch.randn(2, 3), torch.randn(2)
+    assert uses_onednn(x, weight, bias)
+    assert uses_onednn(x, weight, None)
+    assert not uses_onednn(x.double(), weight.double(), bias.double())
+    assert not uses_onednn(x[:0], weight, bias)  # no rows
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not uses_onednn(x, weight, bias)
+    with use_fused_kernels(False):
+        assert not uses_onednn(x, weight, bias)

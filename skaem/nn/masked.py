@@ -1,8 +1,9 @@
 """Masked linear layers and the sequential degree assignment of MADE."""
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .fused import linear
 
 
 def input_degrees(n_features: int) -> Tensor:
@@ -45,4 +46,4 @@ class MaskedLinear(nn.Linear):
             self.weight.mul_(self.mask)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return linear(x, self.weight * self.mask, self.bias)
