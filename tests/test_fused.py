@@ -47,6 +47,7 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
     x_shape, context_shape, tile_bytes, monkeypatch
 ):
     monkeypatch.setattr(fused_module, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(fused_module, "INFERENCE_TILE_BYTES", tile_bytes)
     net = _net()
     x, context = 2 * torch.randn(x_shape), torch.randn(context_shape)
     plain, plain_grads = _value_and_grads(net, x, context, fused=False)

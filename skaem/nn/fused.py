@@ -9,22 +9,22 @@ products. Two changes remove most of that cost:
   it is still in registers (a post-op), which leaves one element-wise pass
   per block instead of five;
 - the points go through the whole network in tiles of about 2 MiB per
-  activation, forward and backward, so that the passes that remain read
-  cache instead of main memory. The backward pass is written out by hand:
-  it keeps only the ReLU outputs and accumulates weight gradients tile by
-  tile.
+  activation (1 MiB in inference), forward and backward, so that the
+  passes that remain read cache instead of main memory. The backward pass
+  is written out by hand: it keeps only the ReLU outputs and accumulates
+  weight gradients tile by tile.
 
-All products go to oneDNN, which also matters on its own: on AMD CPUs
-torch's float32 matmul goes to MKL, which runs AVX2 code only, and oneDNN's
-AVX-512 products are about twice as fast there (2.2x on a Zen 5).
+The products go to oneDNN too (all but the energy network's weight
+gradients, see :func:`_backward_tiles`), which matters on its own: on AMD
+CPUs torch's float32 matmul goes to MKL, which runs AVX2 code only, and
+oneDNN's AVX-512 products are about twice as fast there (2.2x on a Zen 5).
 :func:`linear` brings the same to the ResMADE's layers.
 
 ``torch.ops.mkldnn._linear_pointwise`` is the entry PyTorch's own compiler
 uses for these post-ops. It is not a public API, so the energy network
 falls back to its plain layers (and :func:`linear` to ``F.linear``)
-wherever it is missing, and
-``use_fused_kernels(False)`` switches it off (tests compare both;
-benchmarks count FLOPs on the plain path).
+wherever it is missing, and ``use_fused_kernels(False)`` switches both off
+(tests compare both; benchmarks count FLOPs on the plain path).
 """
 
 import contextlib
@@ -94,12 +94,16 @@ def _compute_dtype():
     return None
 
 
-# Each activation of a tile is about 2 MiB (4096 points of 128 floats), so
-# that a tile's forward and backward passes run in cache. On two cores the
-# energy network's forward and backward took 1.2-1.6x less time than with
-# the plain layers in paired runs; the fused kernels on the whole batch
-# gained 1.0-1.4x.
+# Each activation of a training tile is about 2 MiB (4096 points of 128
+# floats), so that a tile's forward and backward passes run in cache. On two
+# cores the energy network's forward and backward took 1.2-1.6x less time
+# than with the plain layers in paired runs; the fused kernels on the whole
+# batch gained 1.0-1.4x. Inference keeps no activations and goes faster with
+# 1 MiB tiles: scoring was 1.4x faster in float32 and 1.05-1.25x in bfloat16
+# than with 2 MiB tiles, while a training step was 2-5% slower with them (one
+# run each, the tile sizes interleaved, on a Zen 5 with 1 MiB of L2 a core).
 TILE_BYTES = 2**21
+INFERENCE_TILE_BYTES = 2**20
 
 
 def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_layer) -> Tensor:
@@ -175,9 +179,9 @@ class _Linear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
-def _tiles(n_groups: int, n_points: int, hidden: int):
-    """(rows, cols) slices covering the (groups, points) grid in tiles of about TILE_BYTES."""
-    points = max(1, TILE_BYTES // (4 * hidden))
+def _tiles(n_groups: int, n_points: int, hidden: int, tile_bytes: int):
+    """(rows, cols) slices covering the (groups, points) grid in tiles of about tile_bytes."""
+    points = max(1, tile_bytes // (4 * hidden))
     cols = max(1, min(n_points, points))
     rows = max(1, points // cols)
     for i in range(0, n_groups, rows):
@@ -194,7 +198,8 @@ def _forward_tiles(inputs, dtype, keep):
     weights = [w.to(dtype) for w in weights]
     out = torch.empty_like(x)
     saved = []
-    for rows, cols in _tiles(*x.shape, context.shape[-1]):
+    tile_bytes = TILE_BYTES if keep else INFERENCE_TILE_BYTES
+    for rows, cols in _tiles(*x.shape, context.shape[-1], tile_bytes):
         points = x[rows, cols]
         h = torch.addcmul(context[rows].float().unsqueeze(-2), points.unsqueeze(-1), x_weight)
         h = h.view(-1, h.shape[-1])
@@ -230,7 +235,7 @@ def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
     grads = [torch.zeros_like(t) for t in inputs]
     grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_weights = grads
     per_tile = len(weights) // 2 + 1
-    for k, (rows, cols) in enumerate(_tiles(*x.shape, context.shape[-1])):
+    for k, (rows, cols) in enumerate(_tiles(*x.shape, context.shape[-1], TILE_BYTES)):
         activations = saved[k * per_tile : (k + 1) * per_tile]
         g_out = grad_out[rows, cols].reshape(-1)
         a = activations[-1]
