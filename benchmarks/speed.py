@@ -41,11 +41,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from skaem.inference import conditional_log_densities, sample_rows
 from skaem.model import AEM
-from skaem.nn.fused import _LINEAR, use_fused_kernels
+from skaem.nn.fused import use_fused_kernels
 from skaem.proposal import GaussianMixtureProposal
 from skaem.training import EagerStep, GraphedStep, TrainingConfig, make_optimizer
 
 D, BATCH, S_TRAIN = 6, 512, 20
+
+
+def _onednn_linear():
+    """oneDNN's linear (a private torch op), or None where this torch lacks it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def power_model(device):
@@ -80,9 +88,12 @@ def matmul_gflops(dtype, device, n=2048, seconds=2.0):
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     rates = {"torch.matmul": _gflops(lambda: a @ b, n, device, seconds)}
-    if device.type == "cpu" and _LINEAR is not None:
+    onednn_linear = _onednn_linear()
+    if device.type == "cpu" and onednn_linear is not None:
         b_t = b.t().contiguous()
-        rates["oneDNN"] = _gflops(lambda: _LINEAR(a, b_t, None, "none", [], ""), n, device, seconds)
+        rates["oneDNN"] = _gflops(
+            lambda: onednn_linear(a, b_t, None, "none", [], ""), n, device, seconds
+        )
     return rates
 
 
