@@ -241,11 +241,14 @@ def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
         g = torch.ops.aten.threshold_backward(torch.outer(g_out, w_out[0]), a, 0)
         for i in reversed(range(0, len(weights), 4)):
             a, r = activations[i // 2], activations[i // 2 + 1]
+            # Each weight gradient follows the ReLU backward that has just
+            # read its activation, so that it finds the activation in cache.
             g_low = g.to(dtype)
-            _accumulate(grad_weights[i + 2], grad_weights[i + 3], g_low, r, weights[i + 2])
             g_r = torch.ops.aten.threshold_backward(_product(g_low, transposed[i + 2]), r, 0)
+            _accumulate(grad_weights[i + 2], grad_weights[i + 3], g_low, r, weights[i + 2])
+            g_a = torch.ops.aten.threshold_backward(_product(g_r, transposed[i]), a, 0)
             _accumulate(grad_weights[i], grad_weights[i + 1], g_r, a, weights[i])
-            g.add_(torch.ops.aten.threshold_backward(_product(g_r, transposed[i]), a, 0))
+            g.add_(g_a)
         points = x[rows, cols]
         grad_x_weight.addmv_(g.t(), points.reshape(-1))
         g = g.view(*points.shape, -1)  # (rows, cols, H)
@@ -267,11 +270,12 @@ def _accumulate(grad_weight, grad_bias, g, a, weight):
     In float32 the product goes to oneDNN as the weight gradient of a 1x1
     convolution over the points: oneDNN's linear would need a transposed
     copy of ``g``, but its convolution reads both (points, features)
-    operands as they are, as channels-last images. Alone, that took 0.41 ms
-    for a 4096-point tile against 0.74 ms in torch's BLAS (MKL on AMD, AVX2
-    only); within a training step both ran at about 0.85 ms and the step
-    was 1.03-1.04x faster (paired runs on a Zen 5). In bfloat16 torch's
-    matmul goes to oneDNN already, and was faster than the convolution.
+    operands as they are, as channels-last images. With the operands in
+    cache it took 0.45 ms for a 4096-point tile against 0.8 ms in torch's
+    BLAS (MKL on AMD, AVX2 only), but 1.1 ms with one read from main memory,
+    hence the order of the backward pass; there the step was 1.16x faster
+    than with MKL (paired runs on a Zen 5). In bfloat16 torch's matmul goes
+    to oneDNN already, and was faster than the convolution.
     """
     if g.dtype != torch.float32:
         grad_weight.add_(g.t() @ a)
