@@ -272,7 +272,7 @@ def _accumulate(grad_weight, grad_bias, g, a, weight):
     copy of ``g``, but its convolution reads both (points, features)
     operands as they are, as channels-last images. With the operands in
     cache it took 0.45 ms for a 4096-point tile against 0.8 ms in torch's
-    BLAS (MKL on AMD, AVX2 only), but 1.1 ms with one read from main memory,
+    BLAS (MKL on AMD, AVX2 only), but 1.1 ms with both read from main memory,
     hence the order of the backward pass; there the step was 1.16x faster
     than with MKL (paired runs on a Zen 5). In bfloat16 torch's matmul goes
     to oneDNN already, and was faster than the convolution.
