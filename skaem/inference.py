@@ -11,18 +11,18 @@ import torch
 from torch import Tensor
 
 from ._device import autocast, release_freed_memory
-from .model import AEM, points_per_block
+from .model import AEM
 from .normalizers import importance_noise, n_defensive_samples
 
 
-def chunk_rows(n_features: int, n_samples: int, device: torch.device) -> int:
+def chunk_rows(n_features: int, n_samples: int, points_per_block: int) -> int:
     """Rows per chunk so that a chunk holds about ``points_per_block`` points.
 
     A row with more points than that is one chunk on its own, and the model
     splits its points into blocks.
     """
     per_row = n_features * (n_samples + 1)
-    return max(1, points_per_block(device) // per_row)
+    return max(1, points_per_block // per_row)
 
 
 def common_noise(
@@ -72,7 +72,8 @@ def conditional_log_densities(
     n_features = model.n_features
     n_heavy = n_defensive_samples(model.proposal, n_samples, defensive_fraction)
     uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
-    rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples, x.device)
+    block = model.points_per_block(x.device)
+    rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples, block)
     out = []
     for chunk, n_real in padded_chunks(x, rows):
         with autocast(x.device, precision):
@@ -106,7 +107,7 @@ def sample_rows(
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    rows = chunk_rows(1, n_proposals, device)
+    rows = chunk_rows(1, n_proposals, model.points_per_block(device))
     with autocast(device, precision):
         chunks = [
             model.sample(

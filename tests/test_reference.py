@@ -97,6 +97,6 @@ def test_scores_do_not_depend_on_the_block_size(tiny, gaussian_2d, monkeypatch):
     # Rows with more points than a block are split along the importance samples.
     aem = AEMDensity(**tiny).fit(gaussian_2d)
     reference = aem.score_samples(gaussian_2d[:7])
-    monkeypatch.setattr("skaem.model.POINTS_PER_BLOCK", 64)
-    monkeypatch.setattr("skaem.model.GPU_POINTS_PER_BLOCK", 64)
+    for name in ("POINTS_PER_BLOCK", "TILED_POINTS_PER_BLOCK", "GPU_POINTS_PER_BLOCK"):
+        monkeypatch.setattr(f"skaem.model.{name}", 64)
     np.testing.assert_allclose(aem.score_samples(gaussian_2d[:7]), reference, rtol=1e-5)

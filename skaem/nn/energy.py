@@ -57,6 +57,11 @@ class EnergyNet(nn.Module):
             and fused_kernels_apply(x, projected_context, self.x_weight)
         )
 
+    def runs_in_tiles(self) -> bool:
+        """Whether inference goes through the fused CPU kernels, which bound
+        activations to tile size (see :mod:`skaem.nn.fused`)."""
+        return isinstance(self.final_activation, nn.ReLU) and fused_kernels_apply(self.x_weight)
+
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
         """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
 
