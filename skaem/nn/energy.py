@@ -48,19 +48,16 @@ class EnergyNet(nn.Module):
         """First-layer contribution of the context, shape (..., hidden)."""
         return self.context_layer(context)
 
-    def _fusable(self, x: Tensor, projected_context: Tensor) -> bool:
-        """Whether the fused CPU kernels compute this call (ReLU, no active dropout)."""
+    def runs_in_tiles(self, *tensors: Tensor) -> bool:
+        """Whether a call on ``tensors`` goes through the fused CPU kernels
+        (:mod:`skaem.nn.fused`): ReLU, no active dropout, float32 on the CPU.
+        Their tiles bound the activations whatever the number of points."""
         dropout_active = self.training and any(b.dropout.p > 0 for b in self.blocks)
         return (
             isinstance(self.final_activation, nn.ReLU)
             and not dropout_active
-            and fused_kernels_apply(x, projected_context, self.x_weight)
+            and fused_kernels_apply(self.x_weight, *tensors)
         )
-
-    def runs_in_tiles(self) -> bool:
-        """Whether inference goes through the fused CPU kernels, which bound
-        activations to tile size (see :mod:`skaem.nn.fused`)."""
-        return isinstance(self.final_activation, nn.ReLU) and fused_kernels_apply(self.x_weight)
 
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
         """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
@@ -68,7 +65,7 @@ class EnergyNet(nn.Module):
         ``projected_context`` has shape (..., hidden) and is shared by the S
         points of its conditional.
         """
-        if self._fusable(x, projected_context):
+        if self.runs_in_tiles(x, projected_context):
             out = fused_energy(x, projected_context, self.x_weight, self.blocks, self.output_layer)
         else:
             h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)

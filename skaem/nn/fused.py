@@ -137,14 +137,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     products go to oneDNN already); elsewhere it is ``F.linear``.
     """
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    applies = (
-        _LINEAR is not None
-        and _ENABLED.get()
-        and not torch.is_autocast_enabled("cpu")
-        and x.numel() > 0
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-    )
-    if not applies:
+    # Outside autocast, fused_kernels_apply asks for float32 on the CPU.
+    if torch.is_autocast_enabled("cpu") or x.numel() == 0 or not fused_kernels_apply(*tensors):
         return F.linear(x, weight, bias)
     out = _Linear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
     return out.view(*x.shape[:-1], weight.shape[0])
