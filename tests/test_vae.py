@@ -32,7 +32,7 @@ def vae(binary_data):
 def test_whole_path_with_an_aem_prior(tiny, binary_data, vae):
     Z = aggregate_posterior_samples(vae, binary_data, n_per_row=2, random_state=0)
     assert Z.shape == (600, 2)
-    aem = AEMDensity(**tiny).fit(Z)
+    aem = AEMDensity(**tiny, random_state=0).fit(Z)
     X_test = binary_data[:40]
     for density in ("aem", "proposal", "kde"):
         aem.set_params(density=density)
