@@ -8,11 +8,17 @@ on the values). Prints, from one run:
 - the fp32 and bf16 matrix-multiply throughput of this machine (square
   products of side 2048, the faster of torch's matmul and oneDNN's), the
   reference for everything else;
+- on the CPU, the rates of the energy network's own products (forward,
+  input gradient, weight gradient) at the shape of a training tile, with
+  the operands in cache: a ceiling for the step, since 128-wide products
+  run slower than square ones;
 - milliseconds per training step (forward, backward, Adam), the FLOPs of a
   step as counted by ``torch.utils.flop_counter``, the achieved GFLOP/s and
   its fraction of the matmul peak of the same precision; the precisions'
   steps are interleaved, one of each per round, so that their ratio (the
-  bfloat16 speed-up) holds on a shared machine; ``--compare-plain`` adds
+  bfloat16 speed-up) holds on a shared machine, and short readings of the
+  peak and of the tile products are taken in every round, for fractions
+  that the machine's drift within a run does not move; ``--compare-plain`` adds
   the energy network's plain layers (the code before the fused CPU kernels)
   to the interleaving, for a before/after table from one run;
 - scoring throughput (rows x importance samples per second) and the peak
@@ -45,7 +51,7 @@ from skaem.nn.fused import use_fused_kernels
 from skaem.proposal import GaussianMixtureProposal
 from skaem.training import EagerStep, GraphedStep, TrainingConfig, make_optimizer
 
-D, BATCH, S_TRAIN = 6, 512, 20
+D, BATCH, S_TRAIN, HIDDEN_ENERGY = 6, 512, 20, 128
 
 
 def _onednn_linear():
@@ -58,7 +64,7 @@ def _onednn_linear():
 
 def power_model(device):
     torch.manual_seed(0)
-    return AEM(D, GaussianMixtureProposal(20), 512, 4, 64, 128, 4).to(device)
+    return AEM(D, GaussianMixtureProposal(20), 512, 4, 64, HIDDEN_ENERGY, 4).to(device)
 
 
 def synchronize(device):
@@ -66,7 +72,8 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def _gflops(product, n, device, seconds):
+def _gflops(product, flops, device, seconds):
+    """GFLOP/s of ``product`` (``flops`` a call) repeated for ``seconds``."""
     product()  # warm-up
     synchronize(device)
     count, start = 0, time.perf_counter()
@@ -74,7 +81,7 @@ def _gflops(product, n, device, seconds):
         product()
         count += 1
         synchronize(device)
-    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+    return flops * count / (time.perf_counter() - start) / 1e9
 
 
 def matmul_gflops(dtype, device, n=2048, seconds=2.0):
@@ -87,14 +94,53 @@ def matmul_gflops(dtype, device, n=2048, seconds=2.0):
     """
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    rates = {"torch.matmul": _gflops(lambda: a @ b, n, device, seconds)}
+    flops = 2 * n**3
+    rates = {"torch.matmul": _gflops(lambda: a @ b, flops, device, seconds)}
     onednn_linear = _onednn_linear()
     if device.type == "cpu" and onednn_linear is not None:
         b_t = b.t().contiguous()
         rates["oneDNN"] = _gflops(
-            lambda: onednn_linear(a, b_t, None, "none", [], ""), n, device, seconds
+            lambda: onednn_linear(a, b_t, None, "none", [], ""), flops, device, seconds
         )
     return rates
+
+
+def tile_product_gflops(dtype, seconds=1.0):
+    """GFLOP/s of the energy network's products at the shape of a training
+    tile, with the kernels of :mod:`skaem.nn.fused`, in a loop that keeps
+    the operands in cache: the forward (with its ReLU post-op), the input
+    gradient and the weight gradient, and their mix (each runs once per
+    layer, so the mix is their harmonic mean).
+
+    This is a ceiling for the step, which does little else: on CPUs the
+    products of a 128-wide layer run slower than square products of side
+    2,048, and the weight gradient slowest of the three.
+    """
+    fused = _fused_internals()
+    points, width = fused.TILE_BYTES // (4 * HIDDEN_ENERGY), HIDDEN_ENERGY
+    activation, gradient = torch.randn(2, points, width).to(dtype)
+    weight, bias = torch.randn(width, width).to(dtype), torch.randn(width).to(dtype)
+    grad_weight, grad_bias = torch.zeros(width, width), torch.zeros(width)
+    products = {
+        "forward": lambda: fused._LINEAR(activation, weight, bias, "relu", [], ""),
+        "input gradient": lambda: fused._product(gradient, weight),
+        "weight gradient": lambda: fused._accumulate(
+            grad_weight, grad_bias, gradient, activation, weight
+        ),
+    }
+    flops = 2 * points * width * width
+    rates = {name: _gflops(f, flops, torch.device("cpu"), seconds) for name, f in products.items()}
+    rates["mix"] = len(products) / sum(1 / rates[name] for name in products)
+    return rates
+
+
+def _fused_internals():
+    """skaem.nn.fused where this checkout has its oneDNN kernels, else None."""
+    try:
+        from skaem.nn import fused
+    except ImportError:
+        return None
+    return fused if getattr(fused, "_LINEAR", None) is not None else None
 
 
 def make_step(device, precision, graphed=False):
@@ -116,16 +162,19 @@ def make_step(device, precision, graphed=False):
     return step, batch, counter.get_total_flops()
 
 
-def time_training(device, variants, rounds, graphed=False):
+def time_training(device, variants, rounds, graphed=False, probes=None):
     """Per variant ``(precision, fused)``: the median seconds of its steps and
-    the FLOPs of a step, and the per-round times for paired ratios.
+    the FLOPs of a step; the per-round times for paired ratios; and per
+    probe (name: a function that returns GFLOP/s), its reading in each round.
 
     The variants' steps are interleaved, one of each per round, so that all
-    meet the same load on a shared machine. ``fused=False`` runs the energy
-    network's plain layers (the code before the fused CPU kernels).
+    meet the same load on a shared machine, and the probes run in every
+    round beside them. ``fused=False`` runs the energy network's plain
+    layers (the code before the fused CPU kernels).
     """
     steps = {v: make_step(device, v[0], graphed) for v in variants}
     times = {v: [] for v in variants}
+    readings = {name: [] for name in probes or {}}
     for _ in range(rounds):
         for (precision, fused), (step, batch, _) in steps.items():
             synchronize(device)
@@ -134,8 +183,10 @@ def time_training(device, variants, rounds, graphed=False):
                 step(batch, False)
             synchronize(device)
             times[precision, fused].append(time.perf_counter() - start)
+        for name, probe in (probes or {}).items():
+            readings[name].append(probe())
     medians = {v: (statistics.median(times[v]), steps[v][2]) for v in variants}
-    return medians, times
+    return medians, times, readings
 
 
 def _score_in_child(device_name, precision, n_rows, n_samples, queue):
@@ -213,6 +264,8 @@ def main():
         peaks[precision] = max(rates.values())
         each = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
         print(f"matmul peak {precision}: {peaks[precision]:.1f} GFLOP/s ({each})")
+    for precision in args.precision:
+        report_tile_products(device, precision, peaks[precision])
     if args.steps:
         for graphed in (False, True) if device.type == "cuda" else (False,):
             report_training(device, args.precision, args.steps, peaks, graphed, args.compare_plain)
@@ -228,10 +281,33 @@ def main():
         report_scoring(device, args.precision[0], args.large_rows, args.large_samples)
 
 
+def report_tile_products(device, precision, peak):
+    """Print the rates of the tile products (on the fused CPU kernels only)."""
+    if not _fused_runs(device, precision):
+        return
+    rates = tile_product_gflops(getattr(torch, precision))
+    each = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items() if name != "mix")
+    print(
+        f"energy-network products at the training tile's shape, {precision}, in cache: {each}; "
+        f"mix {rates['mix']:.1f} GFLOP/s = {rates['mix'] / peak:.0%} of the matmul peak"
+    )
+
+
+def _fused_runs(device, precision):
+    """Whether the fused CPU kernels run the energy network in ``precision``."""
+    fused = _fused_internals()
+    if device.type != "cpu" or fused is None:
+        return False
+    with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bfloat16"):
+        return fused.fused_kernels_apply(torch.zeros(1))
+
+
 def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
     variants = [(p, True) for p in precisions]
     variants += [(p, False) for p in precisions] if compare_plain else []
-    medians, times = time_training(device, variants, rounds, graphed)
+    medians, times, readings = time_training(
+        device, variants, rounds, graphed, _probes(device, precisions)
+    )
     # The peak again after the steps; the larger reading is the reference.
     peaks = {
         p: max(peak, *matmul_gflops(getattr(torch, p), device).values())
@@ -247,6 +323,14 @@ def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
             f"{achieved / peaks[precision]:.0%} of the {precision} matmul peak "
             f"({peaks[precision]:.1f} GFLOP/s, larger of two readings)"
         )
+        rates = [flops / t / 1e9 for t in times[precision, fused]]
+        paired = [
+            f"{_median_ratio(rates, readings[name])} of the {name} "
+            f"(median reading {statistics.median(readings[name]):.1f})"
+            for name in readings
+            if name.startswith(precision)
+        ]
+        print(f"    against the probes of the same rounds: {'; '.join(paired)}")
 
     def speed_up(slow, fast):
         ratios = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
@@ -256,6 +340,29 @@ def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
         print(f"  bfloat16 over float32: {speed_up(('float32', True), ('bfloat16', True))}")
     for precision in precisions if compare_plain else ():
         print(f"  {precision}, fused over plain: {speed_up((precision, False), (precision, True))}")
+
+
+def _probes(device, precisions):
+    """Short readings of the matmul peak (and, on the fused CPU kernels, of
+    the tile products' mix) per precision, taken in every round of the
+    steps: the machine's speed drifts by 10-30% within a run, and a ratio
+    of readings from the same round does not see that drift."""
+    probes = {}
+    for precision in precisions:
+        dtype = getattr(torch, precision)
+        probes[f"{precision} matmul peak"] = lambda dtype=dtype: max(
+            matmul_gflops(dtype, device, seconds=0.25).values()
+        )
+        if _fused_runs(device, precision):
+            probes[f"{precision} tile products' mix"] = lambda dtype=dtype: tile_product_gflops(
+                dtype, seconds=0.05
+            )["mix"]
+    return probes
+
+
+def _median_ratio(rates, readings):
+    ratios = [rate / reading for rate, reading in zip(rates, readings, strict=True)]
+    return f"{statistics.median(ratios):.0%}"
 
 
 def report_scoring(device, precision, n_rows, n_samples):
