@@ -16,14 +16,34 @@ def resolve_device(name: str, strict: bool = True) -> torch.device:
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    device = _parse(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
         if strict:
             raise ValueError(
                 f"device={name!r} was requested but CUDA is not available; "
                 "use device='cpu' or device='auto'."
             )
-        name = "cpu"
-    return torch.device(name)
+        return torch.device("cpu")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count and strict:
+            raise ValueError(f"device={name!r} was requested but this machine has {count} GPU(s).")
+        if device.index >= count:
+            return torch.device("cuda")
+    return device
+
+
+def _parse(name: str) -> torch.device:
+    """``torch.device(name)`` for "cpu" and "cuda[:i]", a ValueError otherwise."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:<index>'."
+        )
+    return device
 
 
 @contextlib.contextmanager

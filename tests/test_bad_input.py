@@ -60,6 +60,12 @@ def test_unfitted_and_bad_parameters():
         AEMDensity(activation="sigmoid").fit([[0.0], [1.0]])
     with pytest.raises(ValueError, match="n_importance_samples"):
         AEMDensity(n_importance_samples=0).fit([[0.0], [1.0]])
+    for name in ("tpu", "gpu", "cuda:x", "mps", ""):
+        with pytest.raises(ValueError, match="device=.* is not supported"):
+            AEMDensity(device=name).fit([[0.0], [1.0]])
+    n_gpus = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"has {n_gpus} GPU|CUDA is not available"):
+        AEMDensity(device=f"cuda:{n_gpus}").fit([[0.0], [1.0]])
     with pytest.raises(ValueError, match="CUDA is not available"):
         if torch.cuda.is_available():
             pytest.skip("CUDA is available here")
