@@ -553,6 +553,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
         return torch.as_tensor(z, dtype=torch.float32, device=device)
 
+    def _check_fitted_and_params(self):
+        # Scoring parameters may change after fit (set_params, grid searches
+        # over them), so they are checked again where they are used.
+        check_is_fitted(self)
+        self._validate_params()
+
     def _inference_model(self):
         device = resolve_device(self.device, strict=False)
         if next(self.model_.parameters()).device != device:
@@ -574,7 +580,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             before it, in the units of X; rows sum to :meth:`score_samples`.
             Small values show which feature made a point unlikely.
         """
-        check_is_fitted(self)
+        self._check_fitted_and_params()
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         model, device = self._inference_model()
         terms = conditional_log_densities(
@@ -648,7 +654,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         X : ndarray of shape (n_samples, n_features)
             Samples in the units of the training data.
         """
-        check_is_fitted(self)
+        self._check_fitted_and_params()
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         seed = int(check_random_state(random_state).randint(_MAX_SEED))

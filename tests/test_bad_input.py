@@ -72,6 +72,26 @@ def test_unfitted_and_bad_parameters():
         AEMDensity(device="cuda").fit([[0.0], [1.0]])
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("density", "foo"),
+        ("n_eval_importance_samples", 0),
+        ("n_eval_importance_samples", 2.5),
+        ("kde_bandwidth", -1.0),
+        ("kde_proposal_weight", 2.0),
+        ("n_sampling_proposals", 0),
+        ("device", "tpu"),
+    ],
+)
+def test_scoring_parameters_set_after_fit_are_checked(fitted, gaussian_2d, name, value):
+    fitted.set_params(**{name: value})
+    with pytest.raises(ValueError, match=name if name != "device" else "device="):
+        fitted.score_samples(gaussian_2d[:3])
+    with pytest.raises(ValueError, match=name if name != "device" else "device="):
+        fitted.sample(2)
+
+
 def test_bad_sample_counts_and_bounds(fitted, tiny, gaussian_2d):
     with pytest.raises(ValueError, match="n_samples"):
         fitted.sample(0)
