@@ -33,6 +33,19 @@ def load_array(path: str) -> np.ndarray:
         return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
 
 
+def load_model(path: str) -> AEMDensity:
+    """A model saved by ``skaem fit`` (or joblib.dump of a fitted AEMDensity)."""
+    if not Path(path).exists():
+        raise SystemExit(f"error: no such file: {path}")
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # joblib raises whatever unpickling a stranger file raises
+        raise SystemExit(f"error: {path} is not a saved model ({type(exc).__name__})") from None
+    if not isinstance(model, AEMDensity) or not hasattr(model, "model_"):
+        raise SystemExit(f"error: {path} holds a {type(model).__name__}, not a fitted AEMDensity")
+    return model
+
+
 def parse_params(pairs: list[str]) -> dict:
     """Turn ``["max_iter=100", "proposal=uniform"]`` into estimator parameters."""
     params = {}
@@ -77,7 +90,7 @@ def fit_command(args) -> None:
 
 
 def score_command(args) -> None:
-    model = joblib.load(args.model)
+    model = load_model(args.model)
     scores = model.score_samples(load_array(args.data))
     print(f"mean log-likelihood over {len(scores)} rows: {scores.mean():.4f}")
     if args.output:
@@ -86,7 +99,7 @@ def score_command(args) -> None:
 
 
 def sample_command(args) -> None:
-    model = joblib.load(args.model)
+    model = load_model(args.model)
     X = model.sample(args.n_samples, random_state=args.seed)
     np.save(args.output, X)
     print(f"{len(X)} samples saved to {args.output}; mean {np.round(X.mean(axis=0), 4)}")

@@ -53,3 +53,17 @@ def test_fit_on_a_user_file_and_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--data", str(data), "--param", "max_iter=-1"])
     assert "max_iter" in capsys.readouterr().err
+
+
+def test_score_and_sample_name_a_missing_or_wrong_model_file(tmp_path):
+    import joblib
+
+    data = tmp_path / "d.npy"
+    np.save(data, np.zeros((3, 2)))
+    joblib.dump({"not": "a model"}, tmp_path / "dict.joblib")
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["score", str(tmp_path / "missing.joblib"), str(data)])
+    with pytest.raises(SystemExit, match="not a saved model"):
+        main(["sample", str(data), "3"])
+    with pytest.raises(SystemExit, match="holds a dict, not a fitted AEMDensity"):
+        main(["sample", str(tmp_path / "dict.joblib"), "3"])
