@@ -101,7 +101,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
     uniform_bounds : array-like of shape (2, n_features), default=None
         Lower and upper bounds of the uniform proposal in the units of X.
         ``None`` takes the training range widened by 5% on each side.
-        The model's density is zero outside the box.
+        The model's density is zero outside the box, so the box must
+        contain the training data.
     defensive_fraction : float, default=0.1
         Fraction of the importance samples (in training, scoring and
         sampling) drawn from a heavy-tailed partner of the Gaussian proposal
@@ -501,6 +502,14 @@ class AEMDensity(DensityMixin, BaseEstimator):
                     f"below upper bounds; got shape {bounds.shape}."
                 )
             low, high = bounds
+            data_low, data_high = _column_range(X)
+            outside = np.flatnonzero((data_low < low) | (data_high > high))
+            if outside.size:
+                # The model's density is zero outside the box: the loss would be infinite.
+                raise ValueError(
+                    "uniform_bounds must contain the training data; column(s) "
+                    f"{outside.tolist()} have values outside the box."
+                )
         return (
             torch.as_tensor((low - self.mean_) / self.scale_, dtype=torch.float32),
             torch.as_tensor((high - self.mean_) / self.scale_, dtype=torch.float32),
