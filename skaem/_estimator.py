@@ -16,7 +16,7 @@ from ._device import resolve_device, seeded
 from .inference import conditional_log_densities, sample_rows
 from .model import AEM
 from .nn import ACTIVATIONS
-from .proposal import make_proposal
+from .proposal import UniformProposal, make_proposal
 from .training import TrainingConfig, train
 
 _MAX_SEED = 2**31 - 1
@@ -59,6 +59,20 @@ def _column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
     variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
     return mean, np.sqrt(variance)
+
+
+def _check_inside_box(X: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Raise unless X lies in the uniform proposal's box, outside which the
+    model's density is zero (the loss would be infinite)."""
+    data_low, data_high = _column_range(X)
+    slack = 1e-6 * (high - low)  # the box's round trip through float32
+    outside = np.flatnonzero((data_low < low - slack) | (data_high > high + slack))
+    if outside.size:
+        raise ValueError(
+            "the training data must lie inside the uniform proposal's box "
+            "(uniform_bounds, or the first fit's range widened by 5%); column(s) "
+            f"{outside.tolist()} have values outside it."
+        )
 
 
 class AEMDensity(DensityMixin, BaseEstimator):
@@ -400,6 +414,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
             ensure_min_samples=2,
         )
         if continuing:
+            proposal = self.model_.proposal
+            if isinstance(proposal, UniformProposal):  # its box was fixed by the first fit
+                low, high = (
+                    t.double().cpu().numpy() * self.scale_ + self.mean_
+                    for t in (proposal.low, proposal.high)
+                )
+                _check_inside_box(X, low, high)
             return self._train(X, self.random_state, continuing=True)
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
         group = collective.active()
@@ -502,14 +523,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
                     f"below upper bounds; got shape {bounds.shape}."
                 )
             low, high = bounds
-            data_low, data_high = _column_range(X)
-            outside = np.flatnonzero((data_low < low) | (data_high > high))
-            if outside.size:
-                # The model's density is zero outside the box: the loss would be infinite.
-                raise ValueError(
-                    "uniform_bounds must contain the training data; column(s) "
-                    f"{outside.tolist()} have values outside the box."
-                )
+            _check_inside_box(X, low, high)
         return (
             torch.as_tensor((low - self.mean_) / self.scale_, dtype=torch.float32),
             torch.as_tensor((high - self.mean_) / self.scale_, dtype=torch.float32),

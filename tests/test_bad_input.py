@@ -99,9 +99,12 @@ def test_bad_sample_counts_and_bounds(fitted, tiny, gaussian_2d):
         AEMDensity(**tiny, proposal="uniform", uniform_bounds=[[0, 0]]).fit(gaussian_2d)
     low, high = gaussian_2d.min(0), gaussian_2d.max(0)
     bounds = [low, [high[0], high[1] - 0.1]]
-    with pytest.raises(ValueError, match=r"contain the training data; column\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"inside the uniform proposal's box.*column\(s\) \[1\]"):
         AEMDensity(**tiny, proposal="uniform", uniform_bounds=bounds).fit(gaussian_2d)
-    AEMDensity(**tiny, proposal="uniform", uniform_bounds=[low, high]).fit(gaussian_2d)
+    aem = AEMDensity(**tiny, proposal="uniform", uniform_bounds=[low, high], warm_start=True)
+    aem.fit(gaussian_2d).fit(gaussian_2d)  # the box's edges belong to it, after a round trip too
+    with pytest.raises(ValueError, match=r"inside the uniform proposal's box.*column\(s\) \[0\]"):
+        aem.fit(gaussian_2d + [100.0, 0.0])  # warm start keeps the first fit's box
 
 
 def test_fewer_rows_than_a_batch_trains_on_all_rows(tiny):
