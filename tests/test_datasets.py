@@ -106,3 +106,34 @@ def test_the_papers_image_when_present():
 def test_image_bad_input(image, error):
     with pytest.raises((ValueError, TypeError), match=error):
         make_image(image, 10)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        make_checkerboard,
+        make_diamond,
+        make_spirals,
+        lambda n_samples: make_image(np.eye(3), n_samples),
+    ],
+)
+def test_generators_name_a_bad_n_samples(make):
+    assert make(np.int64(3)).shape == (3, 2)
+    with pytest.raises(ValueError, match="n_samples == -1"):
+        make(-1)
+    with pytest.raises(TypeError, match="n_samples must be an instance of int"):
+        make(2.5)
+
+
+@pytest.mark.parametrize(
+    "log_density",
+    [
+        checkerboard_log_density,
+        diamond_log_density,
+        lambda X: image_log_density(np.eye(3), X),
+    ],
+)
+@pytest.mark.parametrize("X", [np.zeros(2), np.zeros((4, 3)), np.zeros((2, 2, 2))])
+def test_exact_densities_take_points_of_two_columns_only(log_density, X):
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, 2\)"):
+        log_density(X)

@@ -12,6 +12,8 @@ from os import PathLike
 import numpy as np
 from sklearn.utils import check_random_state
 
+from ._checks import check_n_samples, check_points
+
 # ITU-R BT.601 luma, the usual grayscale conversion of RGB.
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -117,6 +119,7 @@ def make_image(image, n_samples: int = 10000, invert: bool = False, random_state
     >>> X.shape, bool(np.all((X >= 0) & (X < 1)))
     ((1000, 2), True)
     """
+    n_samples = check_n_samples(n_samples)
     pixels = image_intensities(image, invert)
     rng = check_random_state(random_state)
     height, width = pixels.shape
@@ -150,7 +153,7 @@ def image_log_density(image, X, invert: bool = False) -> np.ndarray:
     """
     pixels = image_intensities(image, invert)
     height, width = pixels.shape
-    X = np.asarray(X, dtype=float)
+    X = check_points(X)
     inside = np.all((X >= 0) & (X < 1), axis=1)
     X = np.where(inside[:, None], X, 0.0)  # keeps NaN and far points out of the indexing
     col = np.clip(np.floor(X[:, 0] * width), 0, width - 1).astype(int)

@@ -4,6 +4,8 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.utils import check_random_state
 
+from ._checks import check_n_samples, check_points
+
 _CHECKERBOARD_LOG_DENSITY = -np.log(32.0)
 _DIAMOND_SIDE = 15
 _DIAMOND_HALF_WIDTH = 2.0
@@ -30,6 +32,7 @@ def make_checkerboard(n_samples: int = 10000, random_state=None) -> np.ndarray:
     >>> make_checkerboard(5, random_state=0).shape
     (5, 2)
     """
+    n_samples = check_n_samples(n_samples)
     rng = check_random_state(random_state)
     u1 = rng.uniform(-2, 2, n_samples)
     u2 = rng.uniform(0, 1, n_samples) - 2 * rng.randint(0, 2, n_samples)
@@ -56,7 +59,7 @@ def checkerboard_log_density(X) -> np.ndarray:
     >>> checkerboard_log_density([[0.5, 0.5], [0.5, -0.5]]).round(3)
     array([-3.466,   -inf])
     """
-    u = np.asarray(X, dtype=float) / 2
+    u = check_points(X) / 2
     inside = np.all((u >= -2) & (u < 2), axis=1)
     black = (np.floor(u[:, 0]) + np.floor(u[:, 1])) % 2 == 0
     return np.where(inside & black, _CHECKERBOARD_LOG_DENSITY, -np.inf)
@@ -89,6 +92,7 @@ def make_diamond(n_samples: int = 10000, random_state=None) -> np.ndarray:
     >>> make_diamond(5, random_state=0).shape
     (5, 2)
     """
+    n_samples = check_n_samples(n_samples)
     rng = check_random_state(random_state)
     means = _diamond_means()
     which = rng.randint(0, len(means), n_samples)
@@ -114,7 +118,7 @@ def diamond_log_density(X) -> np.ndarray:
     >>> diamond_log_density([[0.0, 0.0], [0.1, 0.0]]).round(3)  # a mode, then off it
     array([-0.816, -3.941])
     """
-    X = np.asarray(X, dtype=float)
+    X = check_points(X)
     means = _diamond_means()
     log_norm = -np.log(2 * np.pi * _DIAMOND_STD**2) - np.log(len(means))
     out = np.empty(len(X))
@@ -147,6 +151,7 @@ def make_spirals(n_samples: int = 10000, noise: float = 0.1, random_state=None) 
     >>> make_spirals(5, random_state=0).shape
     (5, 2)
     """
+    n_samples = check_n_samples(n_samples)
     rng = check_random_state(random_state)
     t = np.sqrt(rng.uniform(0, 1, n_samples)) * 3 * np.pi
     sign = np.where(rng.uniform(size=n_samples) < 0.5, 1.0, -1.0)
