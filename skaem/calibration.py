@@ -2,6 +2,9 @@
 
 import copy
 import math
+import warnings
+from collections.abc import Iterable
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -43,12 +46,18 @@ def trapezoid_log_normalizer(
     interval doubles in width until the tails add less than that (``widen=False``
     keeps a bounded support); this gives
     seven significant figures with the default ``rtol``, as in the paper.
-    ``context`` is a projected context of shape (1, hidden).
+    ``context`` is a projected context of shape (1, hidden). No grid has
+    more than ``max_points`` points: where the tails have not converged by
+    then (an energy that flattens far from the data, as an undertrained one
+    can), a RuntimeWarning says so and the integral over the last interval
+    is returned.
     """
 
     def integral(a, b, n):
         grid = torch.linspace(a, b, n, dtype=context.dtype, device=context.device)
-        return _log_trapezoid(energy(grid.view(1, -1), context), grid)[0]
+        # In blocks along the grid, so that the activations stay bounded.
+        log_f = torch.cat([energy(part.view(1, -1), context) for part in grid.split(2**16)], -1)
+        return _log_trapezoid(log_f, grid)[0]
 
     def converged(new, old):
         return abs(new - old) <= rtol * max(1.0, abs(old))
@@ -62,8 +71,16 @@ def trapezoid_log_normalizer(
         previous = current
     while widen:
         half = hi - lo
+        if 2 * n - 1 > max_points or half > 1e6:
+            warnings.warn(
+                f"the quadrature's tails did not converge by [{lo:.4g}, {hi:.4g}]; "
+                "the log normalizer covers that interval only.",
+                RuntimeWarning,
+                stacklevel=3,  # the caller, past torch.no_grad's wrapper
+            )
+            break
         wider = integral(lo - half / 2, hi + half / 2, 2 * n - 1)
-        if converged(wider.item(), current.item()) or half > 1e6:
+        if converged(wider.item(), current.item()):
             return wider
         lo, hi, n, current = lo - half / 2, hi + half / 2, 2 * n - 1, wider
     return current
@@ -117,8 +134,11 @@ def normalizer_calibration(
     """
     check_is_fitted(estimator)
     X = validate_data(estimator, X, reset=False, dtype=[np.float64, np.float32])
-    features = list(range(X.shape[1])) if features is None else [int(f) for f in features]
-    n_samples = [int(s) for s in n_samples]
+    features = _check_ints("features", range(X.shape[1]) if features is None else features,
+                           low=0, high=X.shape[1] - 1)  # fmt: skip
+    n_samples = _check_ints("n_samples", n_samples, low=1)
+    if not rtol > 0:
+        raise ValueError(f"rtol must be positive; got {rtol!r}.")
     seed = int(check_random_state(random_state).randint(2**31 - 1))
     model = copy.deepcopy(estimator.model_).cpu().double().eval()
     with torch.no_grad():
@@ -140,6 +160,19 @@ def normalizer_calibration(
         "n_samples": np.array(n_samples),
         "features": np.array(features),
     }
+
+
+def _check_ints(name, values, low, high=None) -> list[int]:
+    """``values`` as a non-empty list of ints in [low, high], or a ValueError naming them."""
+    values = list(values) if isinstance(values, Iterable) else [values]
+    bad = [
+        v for v in values
+        if not isinstance(v, Integral) or v < low or (high is not None and v > high)
+    ]  # fmt: skip
+    if bad or not values:
+        bound = f"integers >= {low}" if high is None else f"integers in [{low}, {high}]"
+        raise ValueError(f"{name} must be a non-empty sequence of {bound}; got {values!r}.")
+    return [int(v) for v in values]
 
 
 def _quadrature(model, params, context, features, rtol):

@@ -5,6 +5,7 @@ import math
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from scipy.integrate import IntegrationWarning, quad
 
@@ -55,3 +56,28 @@ def test_quadrature_agrees_with_scipy_and_errors_shrink_with_samples(tiny, gauss
     assert abs(result["log_z"][0, 0] - truth) < 1e-5
     errors = np.median(result["relative_error"], axis=(1, 2))
     assert errors[1] < errors[0]
+
+
+def test_quadrature_warns_and_stops_where_the_tails_do_not_decay():
+    # exp(-E) = 1 everywhere: widening never converges; the grid stays bounded.
+    from skaem.calibration import trapezoid_log_normalizer
+
+    context = torch.zeros(1, 4, dtype=torch.float64)
+    flat = lambda x, c: torch.zeros_like(x)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="tails did not converge"):
+        log_z = trapezoid_log_normalizer(flat, context, -1.0, 1.0, max_points=2**12)
+    assert math.isclose(log_z.item(), math.log(2.0), rel_tol=1e-9)  # the last interval's
+
+
+def test_calibration_names_bad_arguments(tiny, gaussian_2d):
+    aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    for kwargs, match in [
+        ({"features": [2]}, r"features must be .* integers in \[0, 1\]"),
+        ({"features": [-1]}, "features must be"),
+        ({"n_samples": [0]}, r"n_samples must be .* integers >= 1"),
+        ({"n_samples": [10, 2.5]}, "n_samples must be"),
+        ({"n_samples": []}, "n_samples must be a non-empty"),
+        ({"rtol": 0.0}, "rtol must be positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            normalizer_calibration(aem, gaussian_2d[:2], **kwargs)
