@@ -4,6 +4,16 @@ Every function draws on given Axes (or new ones) and returns them.
 """
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+
+def _check_model(estimator, function, two_features=False):
+    """NotFittedError for an unfitted model, ValueError for a 2-D plot of another."""
+    check_is_fitted(estimator)
+    if two_features and estimator.n_features_in_ != 2:
+        raise ValueError(
+            f"{function} draws models of two features; this one has {estimator.n_features_in_}."
+        )
 
 
 def _axes(ax, n=1):
@@ -69,6 +79,7 @@ def plot_density_and_samples(
     >>> len(axes[0].images), len(axes[1].images)
     (1, 1)
     """
+    _check_model(estimator, "plot_density_and_samples", two_features=True)
     bounds = _training_bounds(estimator) if bounds is None else bounds
     axes = _axes(axes, 2)
     xs, ys, points = _grid(bounds, resolution)
@@ -119,6 +130,7 @@ def plot_conditionals(estimator, x1_values, bounds=None, resolution=400, ax=None
     >>> len(ax.lines)  # AEM and proposal for each slice
     4
     """
+    _check_model(estimator, "plot_conditionals", two_features=True)
     ax = _axes(ax)
     lo, hi = _training_bounds(estimator)[1] if bounds is None else bounds
     x2 = np.linspace(lo, hi, resolution)
@@ -211,6 +223,7 @@ def plot_training_curve(estimator, ax=None):
     >>> ax.lines[0].get_xdata().tolist() == aem.eval_steps_.tolist()
     True
     """
+    _check_model(estimator, "plot_training_curve")
     ax = _axes(ax)
     ax.plot(estimator.eval_steps_, estimator.train_scores_, label="train (S-sample estimate)")
     if estimator.validation_scores_ is not None:
@@ -255,6 +268,7 @@ def plot_explanation(estimator, x, ax=None):
     >>> len(ax.patches)  # one bar per feature
     2
     """
+    _check_model(estimator, "plot_explanation")
     ax = _axes(ax)
     row = x if hasattr(x, "columns") else np.asarray(x, dtype=float).reshape(1, -1)
     terms = estimator.score_samples_per_feature(row)[0]

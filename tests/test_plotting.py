@@ -51,3 +51,19 @@ def test_calibration_training_curve_and_explanation(fitted):
     ax = plot_explanation(aem, X[0])
     heights = [p.get_height() for p in ax.patches]
     np.testing.assert_allclose(heights, aem.score_samples_per_feature(X[:1])[0])
+
+
+def test_unfitted_models_and_two_dimensional_plots_of_other_models_are_refused(tiny):
+    from sklearn.exceptions import NotFittedError
+
+    for plot in (plot_density_and_samples, plot_training_curve):
+        with pytest.raises(NotFittedError):
+            plot(AEMDensity())
+    with pytest.raises(NotFittedError):
+        plot_explanation(AEMDensity(), [0.0, 1.0])
+    X3 = np.random.default_rng(0).normal(size=(100, 3))
+    aem = AEMDensity(**{**tiny, "max_iter": 5}, random_state=0).fit(X3)
+    with pytest.raises(ValueError, match="draws models of two features; this one has 3"):
+        plot_density_and_samples(aem)
+    with pytest.raises(ValueError, match="draws models of two features; this one has 3"):
+        plot_conditionals(aem, [0.0])
