@@ -24,9 +24,11 @@ True
 
 import math
 from collections.abc import Callable
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils import check_scalar
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -84,6 +86,11 @@ class BernoulliVAE(nn.Module):
         self.encoder = _mlp(n_features, hidden_features, 2 * latent_features)
         self.decoder = _mlp(latent_features, hidden_features, n_features)
 
+    @property
+    def n_features(self) -> int:
+        """Number of observed variables (the decoder's outputs)."""
+        return self.decoder[-1].out_features
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log standard deviation of q(z | x)."""
         mean, log_std = self.encoder(x).chunk(2, dim=-1)
@@ -102,13 +109,29 @@ class BernoulliVAE(nn.Module):
         return (beta * kl - self.log_likelihood(x, z)).mean()
 
 
-def _as_binary_tensor(X) -> Tensor:
+def _as_binary_tensor(X, vae: BernoulliVAE | None = None) -> Tensor:
+    """X as a float tensor of 0s and 1s, with ``vae``'s number of features if given."""
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"X must be a 2-D array of binary features; got shape {X.shape}.")
     if not np.all((X == 0) | (X == 1)):
         raise ValueError("X must hold binary features (0 or 1); binarise it first.")
+    if vae is not None and X.shape[1] != vae.n_features:
+        raise ValueError(f"X has {X.shape[1]} features, but the VAE has {vae.n_features}.")
     return torch.as_tensor(X, dtype=torch.float32)
+
+
+def _as_codes(Z, vae: BernoulliVAE | None = None) -> np.ndarray:
+    """Z as a float array of shape (n_codes, latent_features)."""
+    Z = np.asarray(Z, dtype=np.float64)
+    latent = Z.shape[-1] if vae is None else vae.latent_features
+    if Z.ndim != 2 or Z.shape[1] != latent:
+        raise ValueError(f"Z must have shape (n_codes, {latent}); got shape {Z.shape}.")
+    return Z
+
+
+def _positive_int(value, name: str) -> int:
+    return int(check_scalar(value, name, Integral, min_val=1))
 
 
 def train_vae(
@@ -159,6 +182,10 @@ def train_vae(
     2
     """
     x = _as_binary_tensor(X)
+    for name in ("latent_features", "hidden_features", "max_iter", "batch_size"):
+        _positive_int(locals()[name], name)
+    check_scalar(beta, "beta", Real, min_val=0)
+    check_scalar(learning_rate, "learning_rate", Real, min_val=0, include_boundaries="neither")
     with _seeded(random_state):
         vae = BernoulliVAE(x.shape[1], latent_features, hidden_features)
         optimizer = torch.optim.Adam(vae.parameters(), lr=learning_rate)
@@ -204,7 +231,8 @@ def aggregate_posterior_samples(vae: BernoulliVAE, X, n_per_row: int = 1, random
     >>> aggregate_posterior_samples(vae, X, n_per_row=3, random_state=0).shape
     (600, 2)
     """
-    x = _as_binary_tensor(X)
+    x = _as_binary_tensor(X, vae)
+    n_per_row = _positive_int(n_per_row, "n_per_row")
     with _seeded(random_state):
         mean, log_std = vae.encode(x)
         noise = torch.randn((n_per_row, *mean.shape))
@@ -230,7 +258,7 @@ def standard_normal_log_prob(Z) -> np.ndarray:
     >>> standard_normal_log_prob([[0.0, 0.0]]).round(4)
     array([-1.8379])
     """
-    Z = np.asarray(Z, dtype=np.float64)
+    Z = _as_codes(Z)
     return -0.5 * (Z**2).sum(axis=1) - 0.5 * Z.shape[1] * _LOG_2PI
 
 
@@ -279,13 +307,20 @@ def importance_weighted_bounds(
     >>> bool(np.all(bound >= elbo))
     True
     """
-    x = _as_binary_tensor(X)
+    x = _as_binary_tensor(X, vae)
+    n_samples = _positive_int(n_samples, "n_samples")
     with _seeded(random_state):
         mean, log_std = vae.encode(x)
         eps = torch.randn((n_samples, *mean.shape))
     z = mean + log_std.exp() * eps
     log_q = (-0.5 * eps**2 - log_std - 0.5 * _LOG_2PI).sum(-1)
-    prior = np.asarray(log_prior(z.reshape(-1, z.shape[-1]).double().numpy()), dtype=np.float64)
+    codes = z.reshape(-1, z.shape[-1]).double().numpy()
+    prior = np.asarray(log_prior(codes), dtype=np.float64)
+    if prior.shape != (len(codes),):
+        raise ValueError(
+            f"log_prior must map {len(codes)} codes to {len(codes)} log-densities, "
+            f"shape ({len(codes)},); it returned shape {prior.shape}."
+        )
     log_w = vae.log_likelihood(x, z).double() - log_q.double()
     log_w = log_w + torch.as_tensor(prior).reshape(log_w.shape)
     elbo = log_w.mean(0)
@@ -320,5 +355,5 @@ def decode(vae: BernoulliVAE, Z) -> np.ndarray:
     >>> decode(vae, np.zeros((4, 2))).shape
     (4, 64)
     """
-    z = torch.as_tensor(np.asarray(Z), dtype=torch.float32)
+    z = torch.as_tensor(_as_codes(Z, vae), dtype=torch.float32)
     return torch.sigmoid(vae.decoder(z)).double().numpy()

@@ -90,3 +90,21 @@ def test_seeded_results_repeat(binary_data, vae):
 def test_bad_input(X, error):
     with pytest.raises(ValueError, match=error):
         train_vae(X, max_iter=1)
+
+
+def test_bad_sizes_and_shapes_are_named(binary_data, vae):
+    with pytest.raises(ValueError, match="max_iter == 0"):
+        train_vae(binary_data, max_iter=0)
+    with pytest.raises(ValueError, match="latent_features == 0"):
+        train_vae(binary_data, latent_features=0, max_iter=1)
+    narrow = binary_data[:, :3]
+    with pytest.raises(ValueError, match=f"3 features, but the VAE has {vae.n_features}"):
+        aggregate_posterior_samples(vae, narrow)
+    with pytest.raises(ValueError, match="n_per_row == 0"):
+        aggregate_posterior_samples(vae, binary_data, n_per_row=0)
+    with pytest.raises(ValueError, match="n_samples == 0"):
+        importance_weighted_bounds(vae, binary_data[:3], standard_normal_log_prob, n_samples=0)
+    with pytest.raises(ValueError, match="log_prior must map"):
+        importance_weighted_bounds(vae, binary_data[:3], lambda Z: Z)  # one value per coordinate
+    with pytest.raises(ValueError, match=rf"Z must have shape \(n_codes, {vae.latent_features}\)"):
+        decode(vae, np.zeros((2, vae.latent_features + 1)))
