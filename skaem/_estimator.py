@@ -32,12 +32,23 @@ _SCORING_PARAMS = {
 }
 
 
+class _Interrupted(Exception):
+    """An interrupted fit's state: raised, so that ``memory`` does not cache it."""
+
+    def __init__(self, state: dict):
+        super().__init__("training was interrupted")
+        self.state = state
+
+
 def _fit_networks(training_params: dict, X: np.ndarray, seed: int) -> dict:
     """Train from scratch; a pure function of its arguments, so it can be cached."""
     estimator = AEMDensity(**training_params)
     estimator.n_features_in_ = X.shape[1]
-    estimator._train(X, seed, continuing=False)
-    return {k: v for k, v in vars(estimator).items() if k.endswith("_")}
+    history = estimator._train(X, seed, continuing=False)
+    state = {k: v for k, v in vars(estimator).items() if k.endswith("_")}
+    if history.interrupted:
+        raise _Interrupted(state)
+    return state
 
 
 def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -393,6 +404,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Train the networks on X.
 
+        An interrupt (Ctrl-C, a notebook's stop button) ends training early
+        without losing it: ``fit`` returns with the weights of the last
+        evaluation (the best one with ``early_stopping``) and a
+        RuntimeWarning; ``warm_start=True`` goes on from there. Such a fit is
+        not cached by ``memory``.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -421,7 +438,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
                     for t in (proposal.low, proposal.high)
                 )
                 _check_inside_box(X, low, high)
-            return self._train(X, self.random_state, continuing=True)
+            self._train(X, self.random_state, continuing=True)
+            return self
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
         group = collective.active()
         if group is not None:  # one model across processes: rank 0's seed
@@ -432,10 +450,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
         }
         # A cache hit on some processes only would leave the others waiting.
         memory = check_memory(None if group is not None else self.memory)
-        self.__dict__.update(memory.cache(_fit_networks)(training_params, X, seed))
+        try:
+            state = memory.cache(_fit_networks)(training_params, X, seed)
+        except _Interrupted as interrupted:  # the model so far, not cached
+            state = interrupted.state
+        self.__dict__.update(state)
         return self
 
     def _train(self, X, random_state, continuing):
+        """Train (from scratch unless ``continuing``) and record; returns the TrainingHistory."""
         device = resolve_device(self.device)
         rng = check_random_state(random_state)
         if not continuing:
@@ -461,7 +484,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 group=group,
             )
         self._record(history)
-        return self
+        return history
 
     def _set_scaling(self, X):
         low, high = _column_range(X)

@@ -44,6 +44,7 @@ class TrainingHistory:
     best_step: int = 0
     n_iter: int = 0
     diverged: bool = False
+    interrupted: bool = False
 
 
 def training_loss(
@@ -196,10 +197,12 @@ def train(
     validation one, if any) is recorded and the weights are kept if they are
     the best so far (or, without validation, the latest finite ones). A
     non-finite loss stops the run with a warning and restores those weights;
-    so does early stopping. ``step_offset`` counts the warm-up steps done by
-    earlier calls (``warm_start``). ``group`` (a ``collective.ProcessGroup``)
-    trains data-parallel: rank 0's weights to start, gradients averaged every
-    step, scores averaged so that all processes stop together.
+    so do early stopping and an interrupt (Ctrl-C, a notebook's stop
+    button), which ends the run without losing its work. ``step_offset``
+    counts the warm-up steps done by earlier calls (``warm_start``).
+    ``group`` (a ``collective.ProcessGroup``) trains data-parallel: rank 0's
+    weights to start, gradients averaged every step, scores averaged so that
+    all processes stop together.
     """
     graphed = config.cuda_graph and x_train.device.type == "cuda" and group is None
     optimizer = make_optimizer(model, config.learning_rate, capturable=graphed)
@@ -215,53 +218,66 @@ def train(
     model.train()
     if group is not None:
         group.broadcast_parameters(model)
-    for step in range(1, config.max_iter + 1):
-        warmup = step_offset + step <= warmup_steps
-        log_p = step_once(x_train[next(stream)], warmup)
-        scheduler.step()
-        running, n_running = running + log_p, n_running + 1
-        if bar is not None:
-            bar.update(1)
-        if step % config.eval_interval and step != config.max_iter:
-            continue
-        train_score = (running / n_running).item()  # one host sync per interval
-        if group is not None:
-            train_score = group.weighted_mean(train_score, 1.0)
-        running, n_running = torch.zeros_like(running), 0
-        if not math.isfinite(train_score):
-            warnings.warn(
-                f"The training loss became non-finite at step {step}; training "
-                f"stopped and the weights of step {history.best_step} were restored.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            history.diverged = True
-            break
-        score = train_score
-        if x_valid is not None:
-            score = validation_score(model, x_valid, config, warmup)
+    step = 0
+    try:
+        for step in range(1, config.max_iter + 1):
+            warmup = step_offset + step <= warmup_steps
+            log_p = step_once(x_train[next(stream)], warmup)
+            scheduler.step()
+            running, n_running = running + log_p, n_running + 1
+            if bar is not None:
+                bar.update(1)
+            if step % config.eval_interval and step != config.max_iter:
+                continue
+            train_score = (running / n_running).item()  # one host sync per interval
             if group is not None:
-                score = group.weighted_mean(score, x_valid.shape[0])
-            history.validation_scores.append(score)
-        history.steps.append(step)
-        history.train_scores.append(train_score)
-        if bar is not None:
-            post = {"train": f"{train_score:.3f}"}
+                train_score = group.weighted_mean(train_score, 1.0)
+            running, n_running = torch.zeros_like(running), 0
+            if not math.isfinite(train_score):
+                warnings.warn(
+                    f"The training loss became non-finite at step {step}; training "
+                    f"stopped and the weights of step {history.best_step} were restored.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                history.diverged = True
+                break
+            score = train_score
             if x_valid is not None:
-                post["valid"] = f"{score:.3f}"
-            bar.set_postfix(post)
-        improved = x_valid is None or warmup or score > best[0]
-        if improved:
-            # Warm-up scores the proposal alone: not comparable with the AEM's.
-            best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()))
-            history.best_step, bad_evals = step, 0
-            continue
-        bad_evals += 1
-        if config.n_iter_no_change is not None and bad_evals >= config.n_iter_no_change:
-            break
+                score = validation_score(model, x_valid, config, warmup)
+                if group is not None:
+                    score = group.weighted_mean(score, x_valid.shape[0])
+                history.validation_scores.append(score)
+            history.steps.append(step)
+            history.train_scores.append(train_score)
+            if bar is not None:
+                post = {"train": f"{train_score:.3f}"}
+                if x_valid is not None:
+                    post["valid"] = f"{score:.3f}"
+                bar.set_postfix(post)
+            improved = x_valid is None or warmup or score > best[0]
+            if improved:
+                # Warm-up scores the proposal alone: not comparable with the AEM's.
+                best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()))
+                history.best_step, bad_evals = step, 0
+                continue
+            bad_evals += 1
+            if config.n_iter_no_change is not None and bad_evals >= config.n_iter_no_change:
+                break
+    except KeyboardInterrupt:
+        if group is not None:
+            raise  # the other processes would wait for this one forever
+        step -= 1  # the interrupted step may be half done
+        warnings.warn(
+            f"Training was interrupted after step {step}; the model keeps the weights "
+            f"of step {history.best_step}. Fit again with warm_start=True to go on.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        history.interrupted = True
     if bar is not None:
         bar.close()
-    if history.diverged or x_valid is not None:
+    if history.diverged or history.interrupted or x_valid is not None:
         model.load_state_dict(best[1])
     history.n_iter = step
     model.eval()

@@ -1,6 +1,7 @@
 """AEMDensity against known densities, and its contract with scikit-learn users."""
 
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -150,3 +151,37 @@ def test_training_curve_in_user_units_and_verbose_progress(tiny, gaussian_2d, ca
     assert aem.eval_steps_.tolist() == [20, 40, 60]
     assert np.all(np.isfinite(aem.train_scores_))
     assert "AEM" in capsys.readouterr().err
+
+
+def test_an_interrupted_fit_keeps_its_work_and_is_not_cached(
+    tiny, gaussian_2d, tmp_path, monkeypatch
+):
+    # Ctrl-C (or a notebook's stop button) in step 25 of 60, evaluations every 20 steps.
+    from skaem import training
+
+    real_step, calls = training.EagerStep.__call__, []
+
+    def interrupted_step(self, batch, warmup):
+        calls.append(1)
+        if len(calls) == 25:
+            raise KeyboardInterrupt
+        return real_step(self, batch, warmup)
+
+    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+    aem = AEMDensity(**tiny, random_state=0, memory=str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="interrupted after step 24.*weights of step 20"):
+        aem.fit(gaussian_2d)
+    assert aem.n_iter_ == 24 and aem.eval_steps_.tolist() == [20]
+    assert np.all(np.isfinite(aem.score_samples(gaussian_2d[:5])))
+    # The same fit again trains in full: the interrupted one was not cached.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        aem.fit(gaussian_2d)
+    assert aem.n_iter_ == tiny["max_iter"]
+    # warm_start goes on from where an interrupted fit stopped.
+    calls.clear()
+    aem = AEMDensity(**tiny, random_state=0, warm_start=True)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        aem.fit(gaussian_2d)
+    aem.fit(gaussian_2d)
+    assert aem.n_iter_ == 24 + tiny["max_iter"]
