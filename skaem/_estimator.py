@@ -73,8 +73,8 @@ def _column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_inside_box(X: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-    """Raise unless X lies in the uniform proposal's box, outside which the
-    model's density is zero (the loss would be infinite)."""
+    """Raise unless X lies in the uniform proposal's box ``[low, high]`` (units
+    of X), outside which the model's density is zero: the loss would be infinite."""
     data_low, data_high = _column_range(X)
     slack = 1e-6 * (high - low)  # the box's round trip through float32
     outside = np.flatnonzero((data_low < low - slack) | (data_high > high + slack))
@@ -431,13 +431,6 @@ class AEMDensity(DensityMixin, BaseEstimator):
             ensure_min_samples=2,
         )
         if continuing:
-            proposal = self.model_.proposal
-            if isinstance(proposal, UniformProposal):  # its box was fixed by the first fit
-                low, high = (
-                    t.double().cpu().numpy() * self.scale_ + self.mean_
-                    for t in (proposal.low, proposal.high)
-                )
-                _check_inside_box(X, low, high)
             self._train(X, self.random_state, continuing=True)
             return self
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
@@ -473,6 +466,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 self.scoring_seed_ = int(rng.randint(_MAX_SEED))
                 self.n_iter_ = 0
                 self._reset_curves()
+            proposal = self.model_.proposal
+            if isinstance(proposal, UniformProposal):  # its box, in the units of X
+                low, high = (
+                    t.double().cpu().numpy() * self.scale_ + self.mean_
+                    for t in (proposal.low, proposal.high)
+                )
+                _check_inside_box(X, low, high)
             self.model_.to(device)
             history = train(
                 self.model_,
@@ -546,7 +546,6 @@ class AEMDensity(DensityMixin, BaseEstimator):
                     f"below upper bounds; got shape {bounds.shape}."
                 )
             low, high = bounds
-            _check_inside_box(X, low, high)
         return (
             torch.as_tensor((low - self.mean_) / self.scale_, dtype=torch.float32),
             torch.as_tensor((high - self.mean_) / self.scale_, dtype=torch.float32),
