@@ -24,12 +24,11 @@ def resolve_device(name: str, strict: bool = True) -> torch.device:
                 "use device='cpu' or device='auto'."
             )
         return torch.device("cpu")
-    if device.type == "cuda" and device.index is not None:
-        count = torch.cuda.device_count()
-        if device.index >= count and strict:
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        if strict:
             raise ValueError(f"device={name!r} was requested but this machine has {count} GPU(s).")
-        if device.index >= count:
-            return torch.device("cuda")
+        return torch.device("cuda")
     return device
 
 
