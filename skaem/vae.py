@@ -124,8 +124,8 @@ def _as_binary_tensor(X, vae: BernoulliVAE | None = None) -> Tensor:
 def _as_codes(Z, vae: BernoulliVAE | None = None) -> np.ndarray:
     """Z as a float array of shape (n_codes, latent_features)."""
     Z = np.asarray(Z, dtype=np.float64)
-    latent = Z.shape[-1] if vae is None else vae.latent_features
-    if Z.ndim != 2 or Z.shape[1] != latent:
+    if Z.ndim != 2 or (vae is not None and Z.shape[1] != vae.latent_features):
+        latent = "latent_features" if vae is None else vae.latent_features
         raise ValueError(f"Z must have shape (n_codes, {latent}); got shape {Z.shape}.")
     return Z
 
@@ -182,8 +182,10 @@ def train_vae(
     2
     """
     x = _as_binary_tensor(X)
-    for name in ("latent_features", "hidden_features", "max_iter", "batch_size"):
-        _positive_int(locals()[name], name)
+    _positive_int(latent_features, "latent_features")
+    _positive_int(hidden_features, "hidden_features")
+    _positive_int(max_iter, "max_iter")
+    _positive_int(batch_size, "batch_size")
     check_scalar(beta, "beta", Real, min_val=0)
     check_scalar(learning_rate, "learning_rate", Real, min_val=0, include_boundaries="neither")
     with _seeded(random_state):
