@@ -60,16 +60,27 @@ def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group.min(low), group.max(high)
 
 
-def _column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations, over all processes when data-parallel."""
+def _column_moments(
+    X: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations, over all processes when data-parallel.
+
+    ``low`` and ``high`` are the columns' ranges. The moments are taken in
+    float64 on each column divided by its largest magnitude, so that squares
+    neither overflow (data near 1e200, or 1e30 in float32) nor underflow to a
+    zero deviation (data near 1e-300), whatever the data's units.
+    """
+    unit = np.maximum(np.abs(low), np.abs(high)).astype(np.float64)
+    unit[unit == 0] = 1.0
+    X = np.asarray(X, dtype=np.float64) / unit
     group = collective.active()
     if group is None:
-        return X.mean(axis=0), X.std(axis=0)
+        return X.mean(axis=0) * unit, X.std(axis=0) * unit
     n_rows = group.sum([X.shape[0]])[0]
     mean = group.sum(X.sum(axis=0)) / n_rows
     # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
     variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
-    return mean, np.sqrt(variance)
+    return mean * unit, np.sqrt(variance) * unit
 
 
 def _check_inside_box(X: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
@@ -496,7 +507,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
             )
         if self.standardize:
-            self.mean_, self.scale_ = _column_moments(X)
+            self.mean_, self.scale_ = _column_moments(X, low, high)
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
 
