@@ -83,6 +83,18 @@ def _column_moments(
     return mean * unit, np.sqrt(variance) * unit
 
 
+def _check_float32_range(z: np.ndarray) -> None:
+    """Raise unless the scaled training data ``z`` fits in float32, the
+    networks' precision: beyond it they would see infinities and the loss too."""
+    outside = np.flatnonzero(np.abs(z).max(axis=0) > np.finfo(np.float32).max)
+    if outside.size:
+        raise ValueError(
+            f"Feature(s) {outside.tolist()} of X exceed float32's range (3.4e38) "
+            "after scaling, and the networks compute in float32. Use "
+            "standardize=True or rescale X."
+        )
+
+
 def _check_inside_box(X: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
     """Raise unless X lies in the uniform proposal's box ``[low, high]`` (units
     of X), outside which the model's density is zero: the loss would be infinite."""
@@ -487,8 +499,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
             self.model_.to(device)
             history = train(
                 self.model_,
-                self._to_tensor(x_train, device),
-                None if x_valid is None else self._to_tensor(x_valid, device),
+                self._to_tensor(x_train, device, training=True),
+                None if x_valid is None else self._to_tensor(x_valid, device, training=True),
                 self._training_config(),
                 torch.Generator(device).manual_seed(int(train_seed) + rank),
                 step_offset=self.n_iter_,
@@ -605,8 +617,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
     def _log_jacobian(self):
         return float(np.log(self.scale_).sum())
 
-    def _to_tensor(self, X, device):
+    def _to_tensor(self, X, device, training=False):
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        if training:  # scoring maps values beyond float32 to a density of zero
+            _check_float32_range(z)
         return torch.as_tensor(z, dtype=torch.float32, device=device)
 
     def _check_fitted_and_params(self):

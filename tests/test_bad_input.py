@@ -37,6 +37,13 @@ def test_constant_feature_is_named(tiny):
         AEMDensity(**tiny).fit(X)
 
 
+def test_unscaled_data_beyond_float32_is_named(tiny):
+    # Without standardisation the networks would see inf and the loss too.
+    X = np.random.default_rng(0).normal(size=(50, 2)) * [1.0, 1e200]
+    with pytest.raises(ValueError, match=r"Feature\(s\) \[1\] of X exceed float32's range"):
+        AEMDensity(**tiny, standardize=False).fit(X)
+
+
 @pytest.mark.parametrize(
     "X, match",
     [
