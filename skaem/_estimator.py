@@ -21,6 +21,24 @@ from .training import TrainingConfig, train
 
 _MAX_SEED = 2**31 - 1
 # Parameters that change how a fitted model scores or samples, not its training.
+# Parameters fixed in the networks and the scaling when they are built; a
+# warm start keeps them.
+_MODEL_PARAMS = (
+    "hidden_features",
+    "n_blocks",
+    "context_features",
+    "energy_hidden_features",
+    "energy_n_blocks",
+    "activation",
+    "energy_activation",
+    "dropout",
+    "energy_dropout",
+    "proposal",
+    "n_components",
+    "min_scale",
+    "uniform_bounds",
+    "standardize",
+)
 _SCORING_PARAMS = {
     "density",
     "kde_bandwidth",
@@ -81,6 +99,17 @@ def _column_moments(
     # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
     variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
     return mean * unit, np.sqrt(variance) * unit
+
+
+def _changed_params(built: dict, current: dict) -> list[str]:
+    """Names of the parameters whose value differs between the two dicts."""
+
+    def same(a, b):
+        if a is None or b is None or isinstance(a, str) or isinstance(b, str):
+            return type(a) is type(b) and a == b
+        return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+
+    return [name for name in built if not same(built[name], current[name])]
 
 
 def _check_float32_range(z: np.ndarray) -> None:
@@ -243,7 +272,11 @@ class AEMDensity(DensityMixin, BaseEstimator):
         log-likelihood.
     warm_start : bool, default=False
         Continue training the fitted networks for ``max_iter`` more steps
-        instead of starting afresh.
+        instead of starting afresh. Training parameters (``max_iter``,
+        ``learning_rate``, ...) may change in between; those that shape the
+        networks or the scaling (widths, depths, activations, dropout,
+        ``proposal``, ``n_components``, ``min_scale``, ``uniform_bounds``,
+        ``standardize``) may not, and a changed one raises a ValueError.
     memory : str or object with a ``cache`` method, default=None
         Cache the trained networks, as ``Pipeline(memory=...)`` does
         (a path or a ``joblib.Memory``). A refit whose data and training
@@ -454,6 +487,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             ensure_min_samples=2,
         )
         if continuing:
+            self._check_model_params_unchanged()
             self._train(X, self.random_state, continuing=True)
             return self
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
@@ -473,6 +507,18 @@ class AEMDensity(DensityMixin, BaseEstimator):
         self.__dict__.update(state)
         return self
 
+    def _check_model_params_unchanged(self):
+        # Models pickled before this check have no record and are not checked.
+        built = getattr(self, "_model_params_", None)
+        changed = [] if built is None else _changed_params(built, self.get_params())
+        if changed:
+            details = ", ".join(f"{name}={built[name]!r}" for name in changed)
+            raise ValueError(
+                f"warm_start=True continues the fitted networks, which were built "
+                f"with {details}; the parameters now differ. Set them back, or set "
+                "warm_start=False to train new networks."
+            )
+
     def _train(self, X, random_state, continuing):
         """Train (from scratch unless ``continuing``) and record; returns the TrainingHistory."""
         device = resolve_device(self.device)
@@ -486,6 +532,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         with seeded(int(init_seed), device):
             if not continuing:
                 self.model_ = self._build_model(X)
+                params = self.get_params()
+                self._model_params_ = {name: params[name] for name in _MODEL_PARAMS}
                 self.scoring_seed_ = int(rng.randint(_MAX_SEED))
                 self.n_iter_ = 0
                 self._reset_curves()

@@ -135,6 +135,25 @@ def test_warm_start_continues_training(tiny, gaussian_2d):
         aem.fit(gaussian_2d[:, :1])
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [("energy_hidden_features", 8), ("proposal", "uniform"), ("standardize", False)],
+)
+def test_warm_start_refuses_parameters_the_networks_were_built_without(
+    tiny, gaussian_2d, name, value
+):
+    aem = AEMDensity(**tiny, warm_start=True, random_state=0).fit(gaussian_2d)
+    before = aem.score_samples(gaussian_2d)
+    aem.set_params(**{name: value})
+    with pytest.raises(ValueError, match=f"built with {name}="):
+        aem.fit(gaussian_2d)
+    assert aem.n_iter_ == tiny["max_iter"]  # nothing trained, nothing lost
+    aem.set_params(**{name: tiny.get(name, AEMDensity().get_params()[name])})
+    np.testing.assert_array_equal(aem.score_samples(gaussian_2d), before)
+    aem.fit(gaussian_2d)  # set back: continues
+    assert aem.n_iter_ == 2 * tiny["max_iter"]
+
+
 def test_feature_names_from_dataframe(tiny, gaussian_2d):
     pd = pytest.importorskip("pandas")
     df = pd.DataFrame(gaussian_2d, columns=["a", "b"])
