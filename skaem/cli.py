@@ -4,6 +4,7 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import joblib
@@ -26,11 +27,17 @@ def load_array(path: str) -> np.ndarray:
     if not p.exists():
         raise SystemExit(f"error: no such file: {path}")
     if p.suffix == ".npy":
-        return np.load(p)
-    try:
-        return np.loadtxt(p, delimiter=",", ndmin=2)
-    except ValueError:  # a header row
-        return np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
+        X = np.load(p)
+    else:
+        with warnings.catch_warnings():  # an empty file: said below, once
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                X = np.loadtxt(p, delimiter=",", ndmin=2)
+            except ValueError:  # a header row
+                X = np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
+    if X.size == 0:
+        raise SystemExit(f"error: {path} holds no data")
+    return X
 
 
 def load_model(path: str) -> AEMDensity:
@@ -67,6 +74,10 @@ def fit_command(args) -> None:
         X_train = make(args.n_samples, random_state=args.seed)
         X_test = make(args.n_samples // 5, random_state=args.seed + 1)
     else:
+        if not Path(args.data).exists():
+            raise SystemExit(
+                f"error: {args.data!r} is neither a built-in task ({', '.join(BUILTIN)}) nor a file"
+            )
         X = load_array(args.data)
         X_train, X_test = train_test_split(X, test_size=0.2, random_state=args.seed)
     params = {"random_state": args.seed, "verbose": int(args.verbose)}

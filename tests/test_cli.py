@@ -48,8 +48,11 @@ def test_fit_on_a_user_file_and_clear_errors(tmp_path, capsys):
     np.save(data, np.random.default_rng(0).normal(size=(200, 3)))
     main(["fit", "--data", str(data), "--output", str(tmp_path / "m.joblib"), *TINY_ARGS])
     assert "train (160, 3)" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(SystemExit, match="neither a built-in task .*checkerboard.* nor a file"):
         main(["fit", "--data", str(tmp_path / "missing.csv")])
+    (tmp_path / "empty.csv").touch()
+    with pytest.raises(SystemExit, match="empty.csv holds no data"):
+        main(["fit", "--data", str(tmp_path / "empty.csv")])
     with pytest.raises(SystemExit):
         main(["fit", "--data", str(data), "--param", "max_iter=-1"])
     assert "max_iter" in capsys.readouterr().err
