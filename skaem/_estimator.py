@@ -20,7 +20,6 @@ from .proposal import UniformProposal, make_proposal
 from .training import TrainingConfig, train
 
 _MAX_SEED = 2**31 - 1
-# Parameters that change how a fitted model scores or samples, not its training.
 # Parameters fixed in the networks and the scaling when they are built; a
 # warm start keeps them.
 _MODEL_PARAMS = (
@@ -39,6 +38,7 @@ _MODEL_PARAMS = (
     "uniform_bounds",
     "standardize",
 )
+# Parameters that change how a fitted model scores or samples, not its training.
 _SCORING_PARAMS = {
     "density",
     "kde_bandwidth",
