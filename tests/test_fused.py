@@ -80,6 +80,71 @@ def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(monkeypatch):
         assert fused_error <= 1.5 * autocast_error + 1e-3
 
 
+class _FixedMaskDropout(torch.nn.Module):
+    """Dropout with a given mask, for the plain layers."""
+
+    def __init__(self, mask, rate):
+        super().__init__()
+        self.mask, self.p = mask, rate
+
+    def forward(self, t):
+        return t * self.mask.view_as(t) / (1 - self.p)
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5])  # rates that 16 random bits draw exactly
+def test_fused_dropout_values_and_gradients_equal_the_plain_layers(rate, monkeypatch):
+    # One tile, so that both paths see the (points, hidden) activations in
+    # the same order and can share one mask per block.
+    net = _net(dropout=rate).train()
+    x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
+    generator = torch.Generator().manual_seed(1)
+    masks = [(torch.rand(240, 16, generator=generator) >= rate).float() for _ in net.blocks]
+    fused_masks = iter(masks)
+
+    def fixed_drop_(r, p):  # the fused path scales the next product's weight instead
+        assert p == rate
+        r.mul_(next(fused_masks).view_as(r))
+
+    monkeypatch.setattr(fused_module, "_drop_", fixed_drop_)
+    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
+    assert next(fused_masks, None) is None  # each block drew one mask
+    for block, mask in zip(net.blocks, masks, strict=True):
+        block.dropout = _FixedMaskDropout(mask, rate)
+    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_fused_dropout_drops_each_unit_with_the_rate(rate):
+    torch.manual_seed(0)
+    r = torch.ones(1000, 1001)  # an odd count: the last 64-bit draw is cut
+    fused_module._drop_(r, rate)
+    assert set(r.unique().tolist()) == {0.0, 1.0}
+    kept = r.mean(0)  # per unit; the four 16-bit lanes of a draw hit different units
+    assert abs(kept.mean().item() - (1 - rate)) < 0.002  # 6 standard deviations
+    lanes = r.view(-1)[: 4 * (r.numel() // 4)].view(-1, 4).mean(0)
+    torch.testing.assert_close(lanes, torch.full((4,), 1 - rate), rtol=0, atol=0.005)
+    assert fused_module._survivor_scale(rate) == pytest.approx(1 / (1 - rate), rel=1e-4)
+
+
+def test_fused_dropout_is_random_in_training_and_off_in_evaluation():
+    net = _net(dropout=0.5)
+    x, context = torch.randn(6, 40), net.project_context(torch.randn(6, 5)).detach()
+    with torch.no_grad():
+        evaluation = net.eval()(x, context)
+        torch.manual_seed(0)
+        first, second = net.train()(x, context), net(x, context)
+        torch.manual_seed(0)
+        again = net(x, context)
+    assert not torch.allclose(first, evaluation)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)  # seeded draws repeat
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x, context), evaluation, rtol=0, atol=0)
+
+
 def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
     calls, forward_tiles = [], fused_module._forward_tiles
 
@@ -97,8 +162,7 @@ def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
     x, context = torch.randn(2, 3), torch.randn(2, 16)
     assert uses_fused(_net(), x, context)
     assert not uses_fused(_net("tanh"), x, context)
-    assert not uses_fused(_net(dropout=0.5).train(), x, context)
-    assert uses_fused(_net(dropout=0.5).eval(), x, context)  # dropout inactive
+    assert uses_fused(_net(dropout=0.5).train(), x, context)
     assert not uses_fused(_net().double(), x.double(), context.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bfloat16 where supported
         assert uses_fused(_net(), x, context) == fused_module._BF16_SUPPORTED

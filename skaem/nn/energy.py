@@ -50,13 +50,11 @@ class EnergyNet(nn.Module):
 
     def runs_in_tiles(self, *tensors: Tensor) -> bool:
         """Whether a call on ``tensors`` goes through the fused CPU kernels
-        (:mod:`skaem.nn.fused`): ReLU, no active dropout, float32 on the CPU.
-        Their tiles bound the activations whatever the number of points."""
-        dropout_active = self.training and any(b.dropout.p > 0 for b in self.blocks)
-        return (
-            isinstance(self.final_activation, nn.ReLU)
-            and not dropout_active
-            and fused_kernels_apply(self.x_weight, *tensors)
+        (:mod:`skaem.nn.fused`): ReLU, float32 on the CPU (or bfloat16 under
+        autocast). Their tiles bound the activations whatever the number of
+        points."""
+        return isinstance(self.final_activation, nn.ReLU) and fused_kernels_apply(
+            self.x_weight, *tensors
         )
 
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:

@@ -110,7 +110,8 @@ def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_la
 
     ``context`` (..., H) is the projected context of each conditional,
     ``x_weight`` (H,) the first layer's weight on the point, ``blocks``
-    :class:`~skaem.nn.ResidualBlock` with ReLU and no active dropout.
+    :class:`~skaem.nn.ResidualBlock` with ReLU; a block's dropout applies
+    where its module is in training mode, as in the plain layers.
     Gradients reach every input.
     """
     lead = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
@@ -121,12 +122,13 @@ def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_la
         t for b in blocks for t in (b.first.weight, b.first.bias, b.second.weight, b.second.bias)
     ]
     inputs = (x2, c2, x_weight, output_layer.weight, output_layer.bias, *weights)
+    rates = tuple(b.dropout.p if b.dropout.training else 0.0 for b in blocks)
     dtype = _compute_dtype()
     with torch.autocast("cpu", enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            out = _FusedEnergy.apply(dtype, *inputs)
+            out = _FusedEnergy.apply(dtype, rates, *inputs)
         else:
-            out = _forward_tiles(inputs, dtype, keep=False)[0]
+            out = _forward_tiles(inputs, dtype, rates, keep=False)[0]
     return out.view(*lead, n_points)
 
 
@@ -182,13 +184,14 @@ def _tiles(n_groups: int, n_points: int, hidden: int, tile_bytes: int):
             yield slice(i, i + rows), slice(j, j + cols)
 
 
-def _forward_tiles(inputs, dtype, keep):
+def _forward_tiles(inputs, dtype, rates, keep):
     """Outputs (groups, S) and, with ``keep``, each tile's saved activations.
 
     The residual stream stays in float32; the products take ``dtype``.
+    ``rates`` holds each block's dropout rate (0 where it is inactive).
     """
     x, context, x_weight, w_out, b_out, *weights = inputs
-    weights = [w.to(dtype) for w in weights]
+    weights = _product_weights(weights, dtype, rates)
     out = torch.empty_like(x)
     saved = []
     tile_bytes = TILE_BYTES if keep else INFERENCE_TILE_BYTES
@@ -197,7 +200,7 @@ def _forward_tiles(inputs, dtype, keep):
         h = torch.addcmul(context[rows].float().unsqueeze(-2), points.unsqueeze(-1), x_weight)
         h = h.view(-1, h.shape[-1])
         for i in range(0, len(weights), 4):
-            h, a, r = _block(h, *weights[i : i + 4])
+            h, a, r = _block(h, *weights[i : i + 4], rates[i // 4])
             if keep:
                 saved += [a, r]
         a = torch.relu(h)
@@ -207,19 +210,73 @@ def _forward_tiles(inputs, dtype, keep):
     return out, saved
 
 
-def _block(h, w1, b1, w2, b2):
-    """``h + W2 relu(W1 relu(h) + b1) + b2`` and the two ReLU outputs."""
+def _block(h, w1, b1, w2, b2, rate):
+    """``h + W2 drop(relu(W1 relu(h) + b1)) + b2`` and the inputs of both products.
+
+    With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
+    """
     a = torch.relu(h).to(w1.dtype)
     r = _LINEAR(a, w1, b1, "relu", [], "")
+    if rate > 0:
+        _drop_(r, rate)
     if r.dtype == h.dtype:
         return _LINEAR.binary(r, h, w2, b2, "add"), a, r  # the residual sum as a post-op
     return h.add_(_LINEAR(r, w2, b2, "none", [], "")), a, r
 
 
-def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
-    """Gradients of every input from the saved activations, tile by tile."""
-    x, context, x_weight, w_out, _, *weights = inputs
+# Dropout draws 16 random bits a unit, four from each 64-bit integer, and
+# zeroes the units whose bits fall below a threshold: a 4096-point tile took
+# 1.1 ms against 3.9 ms for F.dropout, which draws a float a unit and scales
+# in a second pass. The POWER training step with dropout 0.1 in both networks
+# took 605 ms, against 777 ms with a float drawn a unit and 505 ms without
+# dropout (medians of 12 interleaved rounds, Zen 4). The rate is rounded to a
+# multiple of 2**-16.
+_DROPOUT_BITS = 16
+
+
+def _dropout_threshold(rate):
+    """The number of the 2**16 values of 16 random bits that drop a unit."""
+    return min(round(rate * 2**_DROPOUT_BITS), 2**_DROPOUT_BITS - 1)
+
+
+def _survivor_scale(rate):
+    """``1 / (1 - p)`` for the rate that :func:`_drop_` draws, so that the
+    expectation of a unit stays as it was without dropout."""
+    return 2**_DROPOUT_BITS / (2**_DROPOUT_BITS - _dropout_threshold(rate))
+
+
+def _drop_(r, rate):
+    """Zero each element of ``r`` in place, with probability ``rate`` (to 2**-16).
+
+    The survivors are not scaled here: the next product's weight carries the
+    scale, which saves a pass over the activation.
+    """
+    n = r.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+    bits = words.view(torch.int16)[:n].view_as(r)  # uniform over [-2**15, 2**15)
+    r.masked_fill_(bits < _dropout_threshold(rate) - 2**15, 0)
+
+
+def _product_weights(weights, dtype, rates):
+    """Each block's (W1, b1, W2, b2) in the products' dtype, with W2 scaled by
+    :func:`_survivor_scale` where the block has dropout."""
     weights = [w.to(dtype) for w in weights]
+    for i, rate in enumerate(rates):
+        if rate > 0:
+            weights[4 * i + 2] = weights[4 * i + 2] * _survivor_scale(rate)
+    return weights
+
+
+def _backward_tiles(grad_out, inputs, saved, dtype, rates, needs_grad):
+    """Gradients of every input from the saved activations, tile by tile.
+
+    A block with dropout saved its ReLU output after dropout: it is positive
+    exactly where the ReLU was active and the unit was kept, so the ReLU's
+    backward on it applies the dropout mask too, and the mask needs no
+    memory of its own.
+    """
+    x, context, x_weight, w_out, _, *weights = inputs
+    weights = _product_weights(weights, dtype, rates)
     # The input gradients' products go through oneDNN too: where torch's
     # BLAS runs only AVX2 code (MKL on AMD) it is twice as fast.
     transposed = [w.t().contiguous() if w.dim() == 2 else None for w in weights]
@@ -249,6 +306,9 @@ def _backward_tiles(grad_out, inputs, saved, dtype, needs_grad):
         grad_context[rows] += g.sum(1)
         if needs_grad[0]:
             grad_x[rows, cols] = g @ x_weight
+    for i, rate in enumerate(rates):  # the products took W2 times the survivors' scale
+        if rate > 0:
+            grad_weights[4 * i + 2].mul_(_survivor_scale(rate))
     return [grad if need else None for grad, need in zip(grads, needs_grad, strict=True)]
 
 
@@ -290,10 +350,10 @@ def _as_image(t):
 
 class _FusedEnergy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dtype, *inputs):
-        out, saved = _forward_tiles(inputs, dtype, keep=True)
+    def forward(ctx, dtype, rates, *inputs):
+        out, saved = _forward_tiles(inputs, dtype, rates, keep=True)
         ctx.save_for_backward(*inputs, *saved)
-        ctx.n_inputs, ctx.dtype = len(inputs), dtype
+        ctx.n_inputs, ctx.dtype, ctx.rates = len(inputs), dtype, rates
         return out
 
     @staticmethod
@@ -302,5 +362,7 @@ class _FusedEnergy(torch.autograd.Function):
         tensors = ctx.saved_tensors
         inputs, saved = tensors[: ctx.n_inputs], tensors[ctx.n_inputs :]
         with torch.autocast("cpu", enabled=False):
-            grads = _backward_tiles(grad_out, inputs, saved, ctx.dtype, ctx.needs_input_grad[1:])
-        return (None, *grads)
+            grads = _backward_tiles(
+                grad_out, inputs, saved, ctx.dtype, ctx.rates, ctx.needs_input_grad[2:]
+            )
+        return (None, None, *grads)
