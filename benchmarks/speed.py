@@ -2,8 +2,9 @@
 
 POWER configuration (Appendix B): D = 6, batch 512, ResMADE 512 wide with 4
 blocks, energy net 128 wide with 4 blocks, context 64, 20 mixture components,
-S = 20 importance samples in training. On random data (speed does not depend
-on the values). Prints, from one run:
+S = 20 importance samples in training; ``--dropout 0.1`` adds the paper's
+dropout for POWER to both networks. On random data (speed does not depend on
+the values). Prints, from one run:
 
 - the fp32 and bf16 matrix-multiply throughput of this machine (square
   products of side 2048, the faster of torch's matmul and oneDNN's), the
@@ -32,7 +33,7 @@ on the values). Prints, from one run:
   GPU and most of a day on two CPU cores).
 
 Usage: python benchmarks/speed.py [--precision float32 bfloat16] [--device cpu]
-       [--training-only] [--compare-plain] [--steps N]
+       [--training-only] [--compare-plain] [--steps N] [--dropout RATE]
        [--large-rows 100000 [--steps 0]]   (--steps 0: the large scoring alone)
 Takes about 6 minutes on two CPU cores.
 """
@@ -62,9 +63,12 @@ def _onednn_linear():
         return None
 
 
-def power_model(device):
+def power_model(device, dropout=0.0):
     torch.manual_seed(0)
-    return AEM(D, GaussianMixtureProposal(20), 512, 4, 64, HIDDEN_ENERGY, 4).to(device)
+    return AEM(
+        D, GaussianMixtureProposal(20), 512, 4, 64, HIDDEN_ENERGY, 4,
+        dropout=dropout, energy_dropout=dropout,
+    ).to(device)  # fmt: skip
 
 
 def synchronize(device):
@@ -143,10 +147,10 @@ def _fused_internals():
     return fused if getattr(fused, "_LINEAR", None) is not None else None
 
 
-def make_step(device, precision, graphed=False):
+def make_step(device, precision, graphed=False, dropout=0.0):
     """A warmed-up training step (replayed from a CUDA graph with ``graphed``),
     its batch, and the FLOPs of one step."""
-    model = power_model(device).train()
+    model = power_model(device, dropout).train()
     optimizer = make_optimizer(model, 5e-4, capturable=graphed)
     config = TrainingConfig(max_iter=1, n_importance_samples=S_TRAIN, precision=precision,
                             defensive_fraction=0.1, stratified=True)  # fmt: skip
@@ -162,7 +166,7 @@ def make_step(device, precision, graphed=False):
     return step, batch, counter.get_total_flops()
 
 
-def time_training(device, variants, rounds, graphed=False, probes=None):
+def time_training(device, variants, rounds, graphed=False, probes=None, dropout=0.0):
     """Per variant ``(precision, fused)``: the median seconds of its steps and
     the FLOPs of a step; the per-round times for paired ratios; and per
     probe (name: a function that returns GFLOP/s), its reading in each round.
@@ -172,7 +176,7 @@ def time_training(device, variants, rounds, graphed=False, probes=None):
     round beside them. ``fused=False`` runs the energy network's plain
     layers (the code before the fused CPU kernels).
     """
-    steps = {v: make_step(device, v[0], graphed) for v in variants}
+    steps = {v: make_step(device, v[0], graphed, dropout) for v in variants}
     times = {v: [] for v in variants}
     readings = {name: [] for name in probes or {}}
     for _ in range(rounds):
@@ -252,6 +256,10 @@ def main():
     parser.add_argument(
         "--compare-plain", action="store_true", help="also time the plain layers, interleaved"
     )
+    parser.add_argument(
+        "--dropout", type=float, default=0.0,
+        help="dropout in both networks' blocks while training (the paper's POWER uses 0.1)",
+    )  # fmt: skip
     parser.add_argument("--large-rows", type=int, default=0)
     parser.add_argument("--large-samples", type=int, default=20000)
     args = parser.parse_args()
@@ -268,7 +276,10 @@ def main():
         report_tile_products(device, precision, peaks[precision])
     if args.steps:
         for graphed in (False, True) if device.type == "cuda" else (False,):
-            report_training(device, args.precision, args.steps, peaks, graphed, args.compare_plain)
+            report_training(
+                device, args.precision, args.steps, peaks, graphed, args.compare_plain,
+                args.dropout,
+            )  # fmt: skip
     for precision in args.precision if args.steps and not args.training_only else ():
         print(f"\n== {precision} ==")
         # A GPU finishes the CPU's row counts in a fraction of a second.
@@ -302,18 +313,18 @@ def _fused_runs(device, precision):
         return fused.fused_kernels_apply(torch.zeros(1))
 
 
-def report_training(device, precisions, rounds, peaks, graphed, compare_plain):
+def report_training(device, precisions, rounds, peaks, graphed, compare_plain, dropout):
     variants = [(p, True) for p in precisions]
     variants += [(p, False) for p in precisions] if compare_plain else []
     medians, times, readings = time_training(
-        device, variants, rounds, graphed, _probes(device, precisions)
+        device, variants, rounds, graphed, _probes(device, precisions), dropout
     )
     # The peak again after the steps; the larger reading is the reference.
     peaks = {
         p: max(peak, *matmul_gflops(getattr(torch, p), device).values())
         for p, peak in peaks.items()
     }
-    label = " (CUDA graph)" if graphed else ""
+    label = (" (CUDA graph)" if graphed else "") + (f", dropout {dropout}" if dropout else "")
     print(f"\ntraining step{label}, {rounds} rounds of one step per variant, interleaved:")
     for (precision, fused), (seconds, flops) in medians.items():
         achieved = flops / seconds / 1e9
