@@ -6,6 +6,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+import torch
 from scipy.stats import ks_2samp, multivariate_normal
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
@@ -72,6 +73,21 @@ def test_same_seed_same_model_and_scores_independent_of_other_rows(tiny, gaussia
     np.testing.assert_array_equal(full[perm], a.score_samples(gaussian_2d[perm]))
     np.testing.assert_array_equal(full[7:8], a.score_samples(gaussian_2d[7:8]))
     np.testing.assert_array_equal(a.sample(10, random_state=0), b.sample(10, random_state=0))
+
+
+def test_dropout_fits_are_seeded_and_leave_the_global_generator_alone(tiny, gaussian_2d):
+    params = {**tiny, "dropout": 0.3, "energy_dropout": 0.3}
+    state = torch.get_rng_state()
+    a = AEMDensity(**params, random_state=3).fit(gaussian_2d)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(99)  # the global state must not matter either
+    b = AEMDensity(**params, random_state=3).fit(gaussian_2d)
+    c = AEMDensity(**params, random_state=4).fit(gaussian_2d)
+    no_dropout = AEMDensity(**tiny, random_state=3).fit(gaussian_2d)
+    X = gaussian_2d[:50]
+    np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
+    assert not np.allclose(a.score_samples(X), c.score_samples(X))
+    assert not np.allclose(a.score_samples(X), no_dropout.score_samples(X))
 
 
 def test_per_feature_terms_sum_to_scores_and_proposal_is_exact(tiny, gaussian_2d):
