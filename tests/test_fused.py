@@ -91,29 +91,59 @@ class _FixedMaskDropout(torch.nn.Module):
         return t * self.mask.view_as(t) / (1 - self.p)
 
 
+def _share_dropout_masks(net, rate, n_points, monkeypatch):
+    """Give both paths one fixed mask per block: the plain layers through
+    their dropout modules, the fused path through its draws. Returns the
+    list of the fused path's draws."""
+    generator = torch.Generator().manual_seed(1)
+    hidden = net.blocks[0].first.out_features
+    masks = [
+        (torch.rand(n_points, hidden, generator=generator) >= rate).float() for _ in net.blocks
+    ]
+    draws = []
+
+    def fixed_drop_(r, p):  # the fused path scales the next product's weight instead
+        assert p == rate
+        r.mul_(masks[len(draws) % len(masks)].view_as(r))
+        draws.append(p)
+
+    monkeypatch.setattr(fused_module, "_drop_", fixed_drop_)
+    for block, mask in zip(net.blocks, masks, strict=True):
+        block.dropout = _FixedMaskDropout(mask, rate)
+    return draws
+
+
 @pytest.mark.parametrize("rate", [0.25, 0.5])  # rates that 16 random bits draw exactly
 def test_fused_dropout_values_and_gradients_equal_the_plain_layers(rate, monkeypatch):
     # One tile, so that both paths see the (points, hidden) activations in
     # the same order and can share one mask per block.
     net = _net(dropout=rate).train()
     x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
-    generator = torch.Generator().manual_seed(1)
-    masks = [(torch.rand(240, 16, generator=generator) >= rate).float() for _ in net.blocks]
-    fused_masks = iter(masks)
-
-    def fixed_drop_(r, p):  # the fused path scales the next product's weight instead
-        assert p == rate
-        r.mul_(next(fused_masks).view_as(r))
-
-    monkeypatch.setattr(fused_module, "_drop_", fixed_drop_)
+    draws = _share_dropout_masks(net, rate, 240, monkeypatch)
     fused, fused_grads = _value_and_grads(net, x, context, fused=True)
-    assert next(fused_masks, None) is None  # each block drew one mask
-    for block, mask in zip(net.blocks, masks, strict=True):
-        block.dropout = _FixedMaskDropout(mask, rate)
+    assert len(draws) == len(net.blocks)
     plain, plain_grads = _value_and_grads(net, x, context, fused=False)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
     for got, expected in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
+def test_bfloat16_fused_dropout_is_as_accurate_as_autocast_layers(monkeypatch):
+    net = _net(dropout=0.25).train()
+    x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
+    _share_dropout_masks(net, 0.25, 240, monkeypatch)
+    exact, exact_grads = _value_and_grads(net, x, context, fused=False)
+    errors = {}
+    for fused in (False, True):
+        low, low_grads = _value_and_grads(net, x, context, fused, torch.bfloat16)
+        errors[fused] = [(low - exact).abs().max()] + [
+            (got - expected).abs().max() / expected.abs().max()
+            for got, expected in zip(low_grads, exact_grads, strict=True)
+        ]
+    assert errors[True][0] < 0.02 * exact.abs().max()  # about 1% in this draw
+    for fused_error, autocast_error in zip(errors[True], errors[False], strict=True):
+        assert fused_error <= 1.5 * autocast_error + 1e-3
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])

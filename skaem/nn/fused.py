@@ -259,12 +259,10 @@ def _drop_(r, rate):
 
 def _product_weights(weights, dtype, rates):
     """Each block's (W1, b1, W2, b2) in the products' dtype, with W2 scaled by
-    :func:`_survivor_scale` where the block has dropout."""
-    weights = [w.to(dtype) for w in weights]
-    for i, rate in enumerate(rates):
-        if rate > 0:
-            weights[4 * i + 2] = weights[4 * i + 2] * _survivor_scale(rate)
-    return weights
+    :func:`_survivor_scale` where the block has dropout (before the cast, so
+    that a bfloat16 weight is rounded once)."""
+    scales = {4 * i + 2: _survivor_scale(rate) for i, rate in enumerate(rates) if rate > 0}
+    return [(w * scales[k] if k in scales else w).to(dtype) for k, w in enumerate(weights)]
 
 
 def _backward_tiles(grad_out, inputs, saved, dtype, rates, needs_grad):
