@@ -43,12 +43,13 @@ def _value_and_grads(net, x, context, fused, dtype=torch.float32):
         ((1, 30), (6, 5), 2**9),  # one set of points broadcast over six contexts
     ],
 )
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_fused_values_and_gradients_equal_the_plain_layers(
-    x_shape, context_shape, tile_bytes, monkeypatch
+    x_shape, context_shape, tile_bytes, activation, monkeypatch
 ):
     monkeypatch.setattr(fused_module, "TILE_BYTES", tile_bytes)
     monkeypatch.setattr(fused_module, "INFERENCE_TILE_BYTES", tile_bytes)
-    net = _net()
+    net = _net(activation)
     x, context = 2 * torch.randn(x_shape), torch.randn(context_shape)
     plain, plain_grads = _value_and_grads(net, x, context, fused=False)
     fused, fused_grads = _value_and_grads(net, x, context, fused=True)
@@ -60,10 +61,11 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
 
 
 @pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
-def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(monkeypatch):
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(activation, monkeypatch):
     # Both keep float32 sums and take bfloat16 products; rounding differs.
     monkeypatch.setattr(fused_module, "TILE_BYTES", 2**10)
-    net = _net()
+    net = _net(activation)
     x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
     exact, exact_grads = _value_and_grads(net, x, context, fused=False)
     errors = {}
@@ -191,8 +193,12 @@ def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
 
     x, context = torch.randn(2, 3), torch.randn(2, 16)
     assert uses_fused(_net(), x, context)
-    assert not uses_fused(_net("tanh"), x, context)
+    assert uses_fused(_net("tanh"), x, context)
+    assert not uses_fused(_net("elu"), x, context)
     assert uses_fused(_net(dropout=0.5).train(), x, context)
+    # tanh's backward cannot tell a dropped unit from an active one
+    assert not uses_fused(_net("tanh", dropout=0.5).train(), x, context)
+    assert uses_fused(_net("tanh", dropout=0.5).eval(), x, context)
     assert not uses_fused(_net().double(), x.double(), context.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):  # products in bfloat16 where supported
         assert uses_fused(_net(), x, context) == fused_module._BF16_SUPPORTED

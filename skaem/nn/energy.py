@@ -50,12 +50,19 @@ class EnergyNet(nn.Module):
 
     def runs_in_tiles(self, *tensors: Tensor) -> bool:
         """Whether a call on ``tensors`` goes through the fused CPU kernels
-        (:mod:`skaem.nn.fused`): ReLU, float32 on the CPU (or bfloat16 under
-        autocast). Their tiles bound the activations whatever the number of
-        points."""
-        return isinstance(self.final_activation, nn.ReLU) and fused_kernels_apply(
-            self.x_weight, *tensors
-        )
+        (:mod:`skaem.nn.fused`): ReLU, or tanh without active dropout, in
+        float32 on the CPU (or bfloat16 under autocast). Their tiles bound
+        the activations whatever the number of points."""
+        return self._fused_activation() is not None and fused_kernels_apply(self.x_weight, *tensors)
+
+    def _fused_activation(self) -> str | None:
+        """The fused kernels' name for the activation, None where they do not apply."""
+        if isinstance(self.final_activation, nn.ReLU):
+            return "relu"
+        dropout_active = any(b.dropout.training and b.dropout.p > 0 for b in self.blocks)
+        if isinstance(self.final_activation, nn.Tanh) and not dropout_active:
+            return "tanh"
+        return None
 
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
         """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
@@ -64,7 +71,10 @@ class EnergyNet(nn.Module):
         points of its conditional.
         """
         if self.runs_in_tiles(x, projected_context):
-            out = fused_energy(x, projected_context, self.x_weight, self.blocks, self.output_layer)
+            out = fused_energy(
+                x, projected_context, self.x_weight, self.blocks, self.output_layer,
+                self._fused_activation(),
+            )  # fmt: skip
         else:
             h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)
             for block in self.blocks:

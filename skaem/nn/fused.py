@@ -5,9 +5,9 @@ element-wise step (bias, ReLU, residual sum) is a pass over an activation
 of (points x hidden) floats, and on a CPU these passes cost as much as the
 products. Two changes remove most of that cost:
 
-- oneDNN applies the ReLU or the residual sum to a product's output while
-  it is still in registers (a post-op), which leaves one element-wise pass
-  per block instead of five;
+- oneDNN applies the ReLU (or tanh) or the residual sum to a product's
+  output while it is still in registers (a post-op), which leaves one
+  element-wise pass per block instead of five;
 - the points go through the whole network in tiles of about 2 MiB per
   activation (1 MiB in inference), forward and backward, so that the
   passes that remain read cache instead of main memory. The backward pass
@@ -93,6 +93,16 @@ def _compute_dtype():
     return None
 
 
+# The activations the kernels take: oneDNN applies each as a post-op of the
+# same name, and both derivatives are functions of the activation's output,
+# which the backward pass keeps anyway. Dropout goes with ReLU only: it saves
+# the activation after dropout, and a dropped unit's zero reads as "inactive"
+# to ReLU's backward but as the steepest point of tanh.
+ACTIVATIONS = {
+    "relu": (torch.relu, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
+    "tanh": (torch.tanh, torch.ops.aten.tanh_backward),
+}
+
 # Each activation of a training tile is about 2 MiB (4096 points of 128
 # floats), so that a tile's forward and backward passes run in cache. On two
 # cores the energy network's forward and backward took 1.2-1.6x less time
@@ -105,14 +115,17 @@ TILE_BYTES = 2**21
 INFERENCE_TILE_BYTES = 2**20
 
 
-def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_layer) -> Tensor:
+def fused_energy(
+    x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_layer, activation: str = "relu"
+) -> Tensor:
     """Pre-softplus output of the energy network at points ``x`` (..., S).
 
     ``context`` (..., H) is the projected context of each conditional,
     ``x_weight`` (H,) the first layer's weight on the point, ``blocks``
-    :class:`~skaem.nn.ResidualBlock` with ReLU; a block's dropout applies
-    where its module is in training mode, as in the plain layers.
-    Gradients reach every input.
+    :class:`~skaem.nn.ResidualBlock` with ``activation`` ("relu" or "tanh");
+    a block's dropout applies where its module is in training mode, as in
+    the plain layers (with ReLU only: see :data:`ACTIVATIONS`). Gradients
+    reach every input.
     """
     lead = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
     n_points, hidden = x.shape[-1], context.shape[-1]
@@ -126,9 +139,9 @@ def fused_energy(x: Tensor, context: Tensor, x_weight: Tensor, blocks, output_la
     dtype = _compute_dtype()
     with torch.autocast("cpu", enabled=False):
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            out = _FusedEnergy.apply(dtype, rates, *inputs)
+            out = _FusedEnergy.apply(dtype, rates, activation, *inputs)
         else:
-            out = _forward_tiles(inputs, dtype, rates, keep=False)[0]
+            out = _forward_tiles(inputs, dtype, rates, activation, keep=False)[0]
     return out.view(*lead, n_points)
 
 
@@ -184,7 +197,7 @@ def _tiles(n_groups: int, n_points: int, hidden: int, tile_bytes: int):
             yield slice(i, i + rows), slice(j, j + cols)
 
 
-def _forward_tiles(inputs, dtype, rates, keep):
+def _forward_tiles(inputs, dtype, rates, activation, keep):
     """Outputs (groups, S) and, with ``keep``, each tile's saved activations.
 
     The residual stream stays in float32; the products take ``dtype``.
@@ -192,6 +205,7 @@ def _forward_tiles(inputs, dtype, rates, keep):
     """
     x, context, x_weight, w_out, b_out, *weights = inputs
     weights = _product_weights(weights, dtype, rates)
+    act = ACTIVATIONS[activation][0]
     out = torch.empty_like(x)
     saved = []
     tile_bytes = TILE_BYTES if keep else INFERENCE_TILE_BYTES
@@ -200,23 +214,23 @@ def _forward_tiles(inputs, dtype, rates, keep):
         h = torch.addcmul(context[rows].float().unsqueeze(-2), points.unsqueeze(-1), x_weight)
         h = h.view(-1, h.shape[-1])
         for i in range(0, len(weights), 4):
-            h, a, r = _block(h, *weights[i : i + 4], rates[i // 4])
+            h, a, r = _block(h, *weights[i : i + 4], rates[i // 4], activation)
             if keep:
                 saved += [a, r]
-        a = torch.relu(h)
+        a = act(h)
         out[rows, cols] = torch.addmv(b_out, a, w_out[0]).view(points.shape)
         if keep:
             saved.append(a)
     return out, saved
 
 
-def _block(h, w1, b1, w2, b2, rate):
-    """``h + W2 drop(relu(W1 relu(h) + b1)) + b2`` and the inputs of both products.
+def _block(h, w1, b1, w2, b2, rate, activation):
+    """``h + W2 drop(act(W1 act(h) + b1)) + b2`` and the inputs of both products.
 
     With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
     """
-    a = torch.relu(h).to(w1.dtype)
-    r = _LINEAR(a, w1, b1, "relu", [], "")
+    a = ACTIVATIONS[activation][0](h).to(w1.dtype)
+    r = _LINEAR(a, w1, b1, activation, [], "")  # oneDNN's post-op of that name
     if rate > 0:
         _drop_(r, rate)
     if r.dtype == h.dtype:
@@ -265,7 +279,7 @@ def _product_weights(weights, dtype, rates):
     return [(w * scales[k] if k in scales else w).to(dtype) for k, w in enumerate(weights)]
 
 
-def _backward_tiles(grad_out, inputs, saved, dtype, rates, needs_grad):
+def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_grad):
     """Gradients of every input from the saved activations, tile by tile.
 
     A block with dropout saved its ReLU output after dropout: it is positive
@@ -275,6 +289,7 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, needs_grad):
     """
     x, context, x_weight, w_out, _, *weights = inputs
     weights = _product_weights(weights, dtype, rates)
+    act_backward = ACTIVATIONS[activation][1]
     # The input gradients' products go through oneDNN too: where torch's
     # BLAS runs only AVX2 code (MKL on AMD) it is twice as fast.
     transposed = [w.t().contiguous() if w.dim() == 2 else None for w in weights]
@@ -287,15 +302,15 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, needs_grad):
         a = activations[-1]
         grad_w_out.addmm_(g_out.unsqueeze(0), a)
         grad_b_out.add_(g_out.sum())
-        g = torch.ops.aten.threshold_backward(torch.outer(g_out, w_out[0]), a, 0)
+        g = act_backward(torch.outer(g_out, w_out[0]), a)
         for i in reversed(range(0, len(weights), 4)):
             a, r = activations[i // 2], activations[i // 2 + 1]
             # Each weight gradient follows the ReLU backward that has just
             # read its activation, so that it finds the activation in cache.
             g_low = g.to(dtype)
-            g_r = torch.ops.aten.threshold_backward(_product(g_low, transposed[i + 2]), r, 0)
+            g_r = act_backward(_product(g_low, transposed[i + 2]), r)
             _accumulate(grad_weights[i + 2], grad_weights[i + 3], g_low, r, weights[i + 2])
-            g_a = torch.ops.aten.threshold_backward(_product(g_r, transposed[i]), a, 0)
+            g_a = act_backward(_product(g_r, transposed[i]), a)
             _accumulate(grad_weights[i], grad_weights[i + 1], g_r, a, weights[i])
             g.add_(g_a)
         points = x[rows, cols]
@@ -348,10 +363,10 @@ def _as_image(t):
 
 class _FusedEnergy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, dtype, rates, *inputs):
-        out, saved = _forward_tiles(inputs, dtype, rates, keep=True)
+    def forward(ctx, dtype, rates, activation, *inputs):
+        out, saved = _forward_tiles(inputs, dtype, rates, activation, keep=True)
         ctx.save_for_backward(*inputs, *saved)
-        ctx.n_inputs, ctx.dtype, ctx.rates = len(inputs), dtype, rates
+        ctx.n_inputs, ctx.dtype, ctx.rates, ctx.activation = len(inputs), dtype, rates, activation
         return out
 
     @staticmethod
@@ -361,6 +376,7 @@ class _FusedEnergy(torch.autograd.Function):
         inputs, saved = tensors[: ctx.n_inputs], tensors[ctx.n_inputs :]
         with torch.autocast("cpu", enabled=False):
             grads = _backward_tiles(
-                grad_out, inputs, saved, ctx.dtype, ctx.rates, ctx.needs_input_grad[2:]
-            )
-        return (None, None, *grads)
+                grad_out, inputs, saved, ctx.dtype, ctx.rates, ctx.activation,
+                ctx.needs_input_grad[3:],
+            )  # fmt: skip
+        return (None, None, None, *grads)
