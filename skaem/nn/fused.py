@@ -98,7 +98,7 @@ def _compute_dtype():
 # which the backward pass keeps anyway. Dropout goes with ReLU only: it saves
 # the activation after dropout, and a dropped unit's zero reads as "inactive"
 # to ReLU's backward but as the steepest point of tanh.
-ACTIVATIONS = {
+_KERNEL_ACTIVATIONS = {
     "relu": (torch.relu, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
     "tanh": (torch.tanh, torch.ops.aten.tanh_backward),
 }
@@ -124,7 +124,7 @@ def fused_energy(
     ``x_weight`` (H,) the first layer's weight on the point, ``blocks``
     :class:`~skaem.nn.ResidualBlock` with ``activation`` ("relu" or "tanh");
     a block's dropout applies where its module is in training mode, as in
-    the plain layers (with ReLU only: see :data:`ACTIVATIONS`). Gradients
+    the plain layers (with ReLU only: see ``_KERNEL_ACTIVATIONS``). Gradients
     reach every input.
     """
     lead = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
@@ -205,7 +205,7 @@ def _forward_tiles(inputs, dtype, rates, activation, keep):
     """
     x, context, x_weight, w_out, b_out, *weights = inputs
     weights = _product_weights(weights, dtype, rates)
-    act = ACTIVATIONS[activation][0]
+    act = _KERNEL_ACTIVATIONS[activation][0]
     out = torch.empty_like(x)
     saved = []
     tile_bytes = TILE_BYTES if keep else INFERENCE_TILE_BYTES
@@ -229,7 +229,7 @@ def _block(h, w1, b1, w2, b2, rate, activation):
 
     With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
     """
-    a = ACTIVATIONS[activation][0](h).to(w1.dtype)
+    a = _KERNEL_ACTIVATIONS[activation][0](h).to(w1.dtype)
     r = _LINEAR(a, w1, b1, activation, [], "")  # oneDNN's post-op of that name
     if rate > 0:
         _drop_(r, rate)
@@ -289,7 +289,7 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_gra
     """
     x, context, x_weight, w_out, _, *weights = inputs
     weights = _product_weights(weights, dtype, rates)
-    act_backward = ACTIVATIONS[activation][1]
+    act_backward = _KERNEL_ACTIVATIONS[activation][1]
     # The input gradients' products go through oneDNN too: where torch's
     # BLAS runs only AVX2 code (MKL on AMD) it is twice as fast.
     transposed = [w.t().contiguous() if w.dim() == 2 else None for w in weights]
