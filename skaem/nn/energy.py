@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import ResidualBlock, make_activation
-from .fused import fused_energy, fused_kernels_apply
+from .fused import fused_energy, fused_kernels_apply, kernel_activation
 
 
 class EnergyNet(nn.Module):
@@ -53,16 +53,15 @@ class EnergyNet(nn.Module):
         (:mod:`skaem.nn.fused`): ReLU, or tanh without active dropout, in
         float32 on the CPU (or bfloat16 under autocast). Their tiles bound
         the activations whatever the number of points."""
-        return self._fused_activation() is not None and fused_kernels_apply(self.x_weight, *tensors)
+        return self._kernel_activation(*tensors) is not None
 
-    def _fused_activation(self) -> str | None:
-        """The fused kernels' name for the activation, None where they do not apply."""
-        if isinstance(self.final_activation, nn.ReLU):
-            return "relu"
+    def _kernel_activation(self, *tensors: Tensor) -> str | None:
+        """The fused kernels' name for the activation where they take a call
+        on ``tensors``, else None."""
+        if not fused_kernels_apply(self.x_weight, *tensors):
+            return None
         dropout_active = any(b.dropout.training and b.dropout.p > 0 for b in self.blocks)
-        if isinstance(self.final_activation, nn.Tanh) and not dropout_active:
-            return "tanh"
-        return None
+        return kernel_activation(self.final_activation, dropout_active)
 
     def forward(self, x: Tensor, projected_context: Tensor) -> Tensor:
         """Negative energy ``-E(x_s; context)`` for points ``x`` of shape (..., S).
@@ -70,11 +69,11 @@ class EnergyNet(nn.Module):
         ``projected_context`` has shape (..., hidden) and is shared by the S
         points of its conditional.
         """
-        if self.runs_in_tiles(x, projected_context):
+        activation = self._kernel_activation(x, projected_context)
+        if activation is not None:
             out = fused_energy(
-                x, projected_context, self.x_weight, self.blocks, self.output_layer,
-                self._fused_activation(),
-            )  # fmt: skip
+                x, projected_context, self.x_weight, self.blocks, self.output_layer, activation
+            )
         else:
             h = x.unsqueeze(-1) * self.x_weight + projected_context.unsqueeze(-2)
             for block in self.blocks:

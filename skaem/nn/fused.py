@@ -103,6 +103,16 @@ _KERNEL_ACTIVATIONS = {
     "tanh": (torch.tanh, torch.ops.aten.tanh_backward),
 }
 
+
+def kernel_activation(activation: torch.nn.Module, dropout_active: bool) -> str | None:
+    """The kernels' name for an activation module, None where they cannot run it."""
+    if isinstance(activation, torch.nn.ReLU):
+        return "relu"
+    if isinstance(activation, torch.nn.Tanh) and not dropout_active:
+        return "tanh"
+    return None
+
+
 # Each activation of a training tile is about 2 MiB (4096 points of 128
 # floats), so that a tile's forward and backward passes run in cache. On two
 # cores the energy network's forward and backward took 1.2-1.6x less time
