@@ -1,6 +1,7 @@
 """AEMDensity: the scikit-learn face of the Autoregressive Energy Machine."""
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -249,7 +250,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         the paper trains for 10^5-10^6 steps.
     warmup_steps : int, default=50
         Initial steps that train the proposal alone, so that it covers the
-        data before importance sampling starts.
+        data before importance sampling starts. ``fit`` warns where training
+        ends within them (counting earlier steps with ``warm_start``).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, score them every
         ``eval_interval`` steps, stop after ``n_iter_no_change`` evaluations
@@ -486,6 +488,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             dtype=[np.float64, np.float32],
             ensure_min_samples=2,
         )
+        self._warn_if_energy_untrained(self.n_iter_ if continuing else 0)
         if continuing:
             self._check_model_params_unchanged()
             self._train(X, self.random_state, continuing=True)
@@ -506,6 +509,21 @@ class AEMDensity(DensityMixin, BaseEstimator):
             state = interrupted.state
         self.__dict__.update(state)
         return self
+
+    def _warn_if_energy_untrained(self, steps_before):
+        """Warn where training ends within the warm-up, which trains the
+        mixture proposal alone: the energy network would keep its initial
+        weights, and ``density="aem"`` would score with them."""
+        steps = steps_before + self.max_iter
+        if self.proposal == "uniform" or steps > self.warmup_steps:
+            return  # a uniform proposal has nothing to warm up
+        warnings.warn(
+            f"Training ends after {steps} steps, within warmup_steps={self.warmup_steps}, "
+            "which train the proposal alone: the energy network keeps its initial "
+            "weights. Set max_iter above warmup_steps, or lower warmup_steps.",
+            UserWarning,
+            stacklevel=4,  # the caller of fit, past sklearn's _fit_context wrapper
+        )
 
     def _check_model_params_unchanged(self):
         # Models pickled before this check have no record and are not checked.

@@ -19,6 +19,8 @@ TINY_ARGS = [
     "--param",
     "max_iter=20",
     "--param",
+    "warmup_steps=10",
+    "--param",
     "n_eval_importance_samples=20",
     "--param",
     "n_sampling_proposals=10",

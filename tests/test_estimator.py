@@ -152,6 +152,22 @@ def test_warm_start_continues_training(tiny, gaussian_2d):
         aem.fit(gaussian_2d[:, :1])
 
 
+def test_fit_warns_where_training_ends_within_the_warm_up(tiny, gaussian_2d):
+    within = dict(tiny, max_iter=5, warmup_steps=8, eval_interval=5)
+    with pytest.warns(UserWarning, match="within warmup_steps=8"):
+        aem = AEMDensity(**within, warm_start=True, random_state=0).fit(gaussian_2d)
+    with pytest.warns(UserWarning, match="within warmup_steps=8"):
+        whole = AEMDensity(**dict(within, max_iter=8), random_state=0).fit(gaussian_2d)
+    energies = aem.model_.energy.parameters(), whole.model_.energy.parameters()
+    for short, long in zip(*energies, strict=True):  # untrained, as the warning says
+        torch.testing.assert_close(short, long, rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        aem.fit(gaussian_2d)  # 10 steps in all, counting the first fit's
+        AEMDensity(**dict(within, proposal="uniform"), random_state=0).fit(gaussian_2d)
+    assert aem.n_iter_ == 10
+
+
 @pytest.mark.parametrize(
     "name, value",
     [("energy_hidden_features", 8), ("proposal", "uniform"), ("standardize", False)],

@@ -62,7 +62,7 @@ def test_unfitted_models_and_two_dimensional_plots_of_other_models_are_refused(t
     with pytest.raises(NotFittedError):
         plot_explanation(AEMDensity(), [0.0, 1.0])
     X3 = np.random.default_rng(0).normal(size=(100, 3))
-    aem = AEMDensity(**{**tiny, "max_iter": 5}, random_state=0).fit(X3)
+    aem = AEMDensity(**{**tiny, "max_iter": 5, "warmup_steps": 2}, random_state=0).fit(X3)
     with pytest.raises(ValueError, match="draws models of two features; this one has 3"):
         plot_density_and_samples(aem)
     with pytest.raises(ValueError, match="draws models of two features; this one has 3"):
