@@ -176,9 +176,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
     min_scale : float, default=1e-3
         Smallest standard deviation of a mixture component, in standardised
         units.
-    uniform_bounds : array-like of shape (2, n_features), default=None
-        Lower and upper bounds of the uniform proposal in the units of X.
-        ``None`` takes the training range widened by 5% on each side.
+    uniform_bounds : array-like of shape (2, n_features) or (2,), default=None
+        Lower and upper bounds of the uniform proposal in the units of X;
+        a pair ``(low, high)`` bounds every feature alike. ``None`` takes
+        the training range widened by 5% on each side.
         The model's density is zero outside the box, so the box must
         contain the training data.
     defensive_fraction : float, default=0.1
@@ -629,10 +630,16 @@ class AEMDensity(DensityMixin, BaseEstimator):
             low, high = low - margin, high + margin
         else:
             bounds = np.asarray(self.uniform_bounds, dtype=np.float64)
-            if bounds.shape != (2, n_features) or not np.all(bounds[0] < bounds[1]):
+            if bounds.shape == (2,):  # one interval for every feature
+                bounds = np.repeat(bounds[:, None], n_features, axis=1)
+            if (
+                bounds.shape != (2, n_features)
+                or not np.all(np.isfinite(bounds))
+                or not np.all(bounds[0] < bounds[1])
+            ):
                 raise ValueError(
-                    "uniform_bounds must have shape (2, n_features) with lower bounds "
-                    f"below upper bounds; got shape {bounds.shape}."
+                    "uniform_bounds must be finite, of shape (2,) or (2, n_features) "
+                    f"with lower bounds below upper bounds; got {self.uniform_bounds!r}."
                 )
             low, high = bounds
         return (

@@ -102,8 +102,9 @@ def test_scoring_parameters_set_after_fit_are_checked(fitted, gaussian_2d, name,
 def test_bad_sample_counts_and_bounds(fitted, tiny, gaussian_2d):
     with pytest.raises(ValueError, match="n_samples"):
         fitted.sample(0)
-    with pytest.raises(ValueError, match="uniform_bounds"):
-        AEMDensity(**tiny, proposal="uniform", uniform_bounds=[[0, 0]]).fit(gaussian_2d)
+    for bounds in ([[0, 0]], [1, -1], [-np.inf, np.inf], [[-9, np.nan], [9, 9]], [[0], [1]]):
+        with pytest.raises(ValueError, match="uniform_bounds must be finite"):
+            AEMDensity(**tiny, proposal="uniform", uniform_bounds=bounds).fit(gaussian_2d)
     low, high = gaussian_2d.min(0), gaussian_2d.max(0)
     bounds = [low, [high[0], high[1] - 0.1]]
     with pytest.raises(ValueError, match=r"inside the uniform proposal's box.*column\(s\) \[1\]"):

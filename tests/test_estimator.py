@@ -129,6 +129,8 @@ def test_uniform_proposal_is_zero_outside_its_box(tiny):
     scores = aem.score_samples([[0.0, 0.0], [1.5, 0.0], [0.0, -3.0]])
     assert np.isfinite(scores[0]) and np.all(scores[1:] == -np.inf)
     assert np.all(np.abs(aem.sample(200, random_state=0)) <= 1)
+    pair = AEMDensity(**tiny, proposal="uniform", uniform_bounds=(-1, 1), random_state=0).fit(X)
+    np.testing.assert_array_equal(pair.score_samples(X[:20]), aem.score_samples(X[:20]))
 
 
 def test_early_stopping_keeps_the_best_validation_weights(tiny, gaussian_2d):
