@@ -331,7 +331,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
     >>> from skaem import AEMDensity
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=32, n_blocks=1, energy_hidden_features=32,
-    ...                  energy_n_blocks=1, context_features=8, max_iter=20,
+    ...                  energy_n_blocks=1, context_features=8, max_iter=20, warmup_steps=10,
     ...                  n_eval_importance_samples=50, random_state=0).fit(X)
     >>> aem.score_samples(X[:3]).shape
     (3,)

@@ -51,7 +51,7 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> detector = AEMOutlierDetector(
     ...     contamination=0.05, hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...     energy_n_blocks=1, context_features=4, max_iter=30,
+    ...     energy_n_blocks=1, context_features=4, max_iter=30, warmup_steps=15,
     ...     n_eval_importance_samples=50, random_state=0).fit(X)
     >>> detector.predict([[0.0, 0.0], [8.0, -8.0]])
     array([ 1, -1])

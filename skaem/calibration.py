@@ -126,7 +126,7 @@ def normalizer_calibration(
     >>> from skaem import AEMDensity, normalizer_calibration
     >>> X = np.random.default_rng(0).normal(size=(100, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  random_state=0).fit(X)
     >>> result = normalizer_calibration(aem, X[:3], n_samples=[10, 100], random_state=0)
     >>> result["relative_error"].shape

@@ -112,7 +112,7 @@ def data_parallel(group=None):
     >>> X_own = np.random.default_rng(dist.get_rank()).normal(size=(200, 2))
     >>> with data_parallel():
     ...     aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                      energy_n_blocks=1, max_iter=10, device="cpu",
+    ...                      energy_n_blocks=1, max_iter=10, warmup_steps=5, device="cpu",
     ...                      random_state=0).fit(X_own)
     >>> dist.destroy_process_group()
     >>> aem.n_iter_

@@ -113,7 +113,8 @@ def fit_data_parallel(
     >>> from skaem.distributed import fit_data_parallel
     >>> X = np.random.default_rng(0).normal(size=(400, 2))
     >>> small = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                    energy_n_blocks=1, max_iter=20, device="cpu", random_state=0)
+    ...                    energy_n_blocks=1, max_iter=20, warmup_steps=10, device="cpu",
+    ...                    random_state=0)
     >>> aem = fit_data_parallel(small, X, n_processes=2)
     >>> aem.n_iter_
     20

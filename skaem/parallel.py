@@ -65,7 +65,7 @@ def score_blocks(
     >>> from skaem.parallel import score_blocks
     >>> X = np.random.default_rng(0).normal(size=(300, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, max_iter=20, random_state=0).fit(X)
+    ...                  energy_n_blocks=1, max_iter=20, warmup_steps=10, random_state=0).fit(X)
     >>> blocks = (X[i : i + 100] for i in range(0, 300, 100))
     >>> scores = np.concatenate(list(score_blocks(aem, blocks)))
     >>> bool(np.array_equal(scores, aem.score_samples(X)))
@@ -105,7 +105,7 @@ def dask_score_samples(estimator, X, method: str = "score_samples"):
     >>> from skaem.parallel import dask_score_samples
     >>> X = np.random.default_rng(0).normal(size=(300, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, max_iter=20, random_state=0).fit(X)
+    ...                  energy_n_blocks=1, max_iter=20, warmup_steps=10, random_state=0).fit(X)
     >>> lazy = dask_score_samples(aem, da.from_array(X, chunks=(100, 2)))
     >>> bool(np.array_equal(lazy.compute(), aem.score_samples(X)))
     True

@@ -73,7 +73,7 @@ def plot_density_and_samples(
     >>> from skaem.plotting import plot_density_and_samples
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  n_eval_importance_samples=20, random_state=0).fit(X)
     >>> axes = plot_density_and_samples(aem, n_samples=200, resolution=20)
     >>> len(axes[0].images), len(axes[1].images)
@@ -123,7 +123,7 @@ def plot_conditionals(estimator, x1_values, bounds=None, resolution=400, ax=None
     >>> from skaem import AEMDensity
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  n_eval_importance_samples=20, random_state=0).fit(X)
     >>> from skaem.plotting import plot_conditionals
     >>> ax = plot_conditionals(aem, [-1.0, 1.0], resolution=50)
@@ -175,7 +175,7 @@ def plot_normalizer_calibration(result, ax=None):
     >>> from skaem import AEMDensity
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  n_eval_importance_samples=20, random_state=0).fit(X)
     >>> from skaem import normalizer_calibration
     >>> from skaem.plotting import plot_normalizer_calibration
@@ -216,7 +216,7 @@ def plot_training_curve(estimator, ax=None):
     >>> from skaem import AEMDensity
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  n_eval_importance_samples=20, random_state=0).fit(X)
     >>> from skaem.plotting import plot_training_curve
     >>> ax = plot_training_curve(aem)
@@ -261,7 +261,7 @@ def plot_explanation(estimator, x, ax=None):
     >>> from skaem import AEMDensity
     >>> X = np.random.default_rng(0).normal(size=(200, 2))
     >>> aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
-    ...                  energy_n_blocks=1, context_features=4, max_iter=10,
+    ...                  energy_n_blocks=1, context_features=4, max_iter=10, warmup_steps=5,
     ...                  n_eval_importance_samples=20, random_state=0).fit(X)
     >>> from skaem.plotting import plot_explanation
     >>> ax = plot_explanation(aem, X[0])
