@@ -60,6 +60,19 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
         torch.testing.assert_close(net(x, net.project_context(context)), plain)
 
 
+def test_residual_sum_as_a_post_op_equals_the_plain_layers(monkeypatch):
+    # The path of torch builds without oneDNN's in-place convolution.
+    monkeypatch.setattr(fused_module, "_CONV_INTO", None)
+    monkeypatch.setattr(fused_module, "TILE_BYTES", 2**9)
+    net = _net()
+    x, context = 2 * torch.randn(7, 4, 9), torch.randn(7, 4, 5)
+    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
+    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_bfloat16_fused_path_is_as_accurate_as_autocast_layers(activation, monkeypatch):

@@ -50,6 +50,7 @@ def _mkldnn_op(name):
 
 
 _LINEAR = _mkldnn_op("_linear_pointwise")
+_CONV_INTO = _mkldnn_op("_convolution_pointwise_")  # writes into its first argument
 _bf16_check = _mkldnn_op("_is_mkldnn_bf16_supported")
 _BF16_SUPPORTED = _LINEAR is not None and _bf16_check is not None and bool(_bf16_check())
 
@@ -240,7 +241,8 @@ def _forward_tiles(inputs, dtype, rates, activation, keep):
 
 
 def _block(h, w1, b1, w2, b2, rate, activation):
-    """``h + W2 drop(act(W1 act(h) + b1)) + b2`` and the inputs of both products.
+    """``h + W2 drop(act(W1 act(h) + b1)) + b2``, into ``h``, and the inputs
+    of both products.
 
     With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
     """
@@ -248,9 +250,26 @@ def _block(h, w1, b1, w2, b2, rate, activation):
     r = _LINEAR(a, w1, b1, activation, [], "")  # oneDNN's post-op of that name
     if rate > 0:
         _drop_(r, rate)
-    if r.dtype == h.dtype:
+    if r.dtype != h.dtype:  # bfloat16 products, float32 residual stream
+        return h.add_(_LINEAR(r, w2, b2, "none", [], "")), a, r
+    if _CONV_INTO is None:
         return _LINEAR.binary(r, h, w2, b2, "add"), a, r  # the residual sum as a post-op
-    return h.add_(_LINEAR(r, w2, b2, "none", [], "")), a, r
+    _add_product_(h, r, w2, b2)
+    return h, a, r
+
+
+def _add_product_(h, x, weight, bias):
+    """``h += x @ weight.T + bias`` by oneDNN, in place.
+
+    As a 1x1 convolution over the points, the one oneDNN op of torch that
+    adds into its output: 190 GFLOP/s on a 4096-point tile in cache, against
+    130 for the linear with the sum as a post-op, which writes a new tensor
+    (Zen 4); the float32 POWER step was 1.02x faster (16 paired rounds).
+    """
+    _CONV_INTO.binary(
+        _as_image(h), _as_image(x), weight[..., None, None], bias,
+        [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None,
+    )  # fmt: skip
 
 
 # Dropout draws 16 random bits a unit, four from each 64-bit integer, and
