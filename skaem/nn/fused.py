@@ -180,7 +180,8 @@ class _Linear(torch.autograd.Function):
 
     Where torch's BLAS runs only AVX2 code (MKL on AMD CPUs) this is about
     twice as fast in all three products. oneDNN takes a transposed weight
-    at full speed but copies a transposed input, so the weight gradient
+    at full speed as it is (a contiguous copy of a 512 x 512 one cost
+    0.43 ms a layer) but copies a transposed input, so the weight gradient
     makes ``grad.T`` contiguous itself.
     """
 
@@ -197,7 +198,7 @@ class _Linear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         need_x, need_weight, need_bias = ctx.needs_input_grad
-        grad_x = _product(grad, weight.t().contiguous()) if need_x else None
+        grad_x = _product(grad, weight.t()) if need_x else None
         grad_weight = _product(grad.t().contiguous(), x.t()) if need_weight else None
         grad_bias = grad.sum(0) if need_bias and ctx.has_bias else None
         return grad_x, grad_weight, grad_bias
@@ -326,7 +327,7 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_gra
     act_backward_ = _KERNEL_ACTIVATIONS[activation][1]  # in place, on fresh products
     # The input gradients' products go through oneDNN too: where torch's
     # BLAS runs only AVX2 code (MKL on AMD) it is twice as fast.
-    transposed = [w.t().contiguous() if w.dim() == 2 else None for w in weights]
+    transposed = [w.t() if w.dim() == 2 else None for w in weights]
     grads = [torch.zeros_like(t) for t in inputs]
     grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_weights = grads
     per_tile = len(weights) // 2 + 1
