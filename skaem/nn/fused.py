@@ -242,8 +242,8 @@ def _forward_tiles(inputs, dtype, rates, activation, keep):
 
 
 def _block(h, w1, b1, w2, b2, rate, activation):
-    """``h + W2 drop(act(W1 act(h) + b1)) + b2``, into ``h``, and the inputs
-    of both products.
+    """``h + W2 drop(act(W1 act(h) + b1)) + b2`` (into ``h``, except on the
+    post-op fallback) and the inputs of both products.
 
     With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
     """
