@@ -1,7 +1,6 @@
 """AEMDensity: the scikit-learn face of the Autoregressive Energy Machine."""
 
 import copy
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -489,7 +488,6 @@ class AEMDensity(DensityMixin, BaseEstimator):
             dtype=[np.float64, np.float32],
             ensure_min_samples=2,
         )
-        self._warn_if_energy_untrained(self.n_iter_ if continuing else 0)
         if continuing:
             self._check_model_params_unchanged()
             self._train(X, self.random_state, continuing=True)
@@ -510,21 +508,6 @@ class AEMDensity(DensityMixin, BaseEstimator):
             state = interrupted.state
         self.__dict__.update(state)
         return self
-
-    def _warn_if_energy_untrained(self, steps_before):
-        """Warn where training ends within the warm-up, which trains the
-        mixture proposal alone: the energy network would keep its initial
-        weights, and ``density="aem"`` would score with them."""
-        steps = steps_before + self.max_iter
-        if self.proposal == "uniform" or steps > self.warmup_steps:
-            return  # a uniform proposal has nothing to warm up
-        warnings.warn(
-            f"Training ends after {steps} steps, within warmup_steps={self.warmup_steps}, "
-            "which train the proposal alone: the energy network keeps its initial "
-            "weights. Set max_iter above warmup_steps, or lower warmup_steps.",
-            UserWarning,
-            stacklevel=4,  # the caller of fit, past sklearn's _fit_context wrapper
-        )
 
     def _check_model_params_unchanged(self):
         # Models pickled before this check have no record and are not checked.

@@ -199,7 +199,9 @@ def train(
     non-finite loss stops the run with a warning and restores those weights;
     so do early stopping and an interrupt (Ctrl-C, a notebook's stop
     button), which ends the run without losing its work. ``step_offset``
-    counts the warm-up steps done by earlier calls (``warm_start``).
+    counts the warm-up steps done by earlier calls (``warm_start``); a run
+    that ends within the warm-up warns, since the energy network would keep
+    its initial weights.
     ``group`` (a ``collective.ProcessGroup``) trains data-parallel: rank 0's
     weights to start, gradients averaged every step, scores averaged so that
     all processes stop together.
@@ -215,6 +217,15 @@ def train(
     stream = batches(x_train.shape[0], config.batch_size, generator, x_train.device)
     # A fixed (uniform) proposal has nothing to warm up.
     warmup_steps = config.warmup_steps if model.proposal.n_params else 0
+    if step_offset + config.max_iter <= warmup_steps:
+        warnings.warn(
+            f"Training ends after {step_offset + config.max_iter} steps, within "
+            f"warmup_steps={warmup_steps}, which train the proposal alone: the energy "
+            "network keeps its initial weights. Set max_iter above warmup_steps, or "
+            "lower warmup_steps.",
+            UserWarning,
+            stacklevel=3,
+        )
     model.train()
     if group is not None:
         group.broadcast_parameters(model)
