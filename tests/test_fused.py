@@ -34,6 +34,17 @@ def _value_and_grads(net, x, context, fused, dtype=torch.float32):
     return out.detach(), grads
 
 
+def _assert_fused_equals_plain(net, x, context):
+    """Values and gradients of the fused path (run first) against those of
+    the plain layers; returns the plain values."""
+    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
+    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    return plain
+
+
 @pytest.mark.parametrize(
     "x_shape, context_shape, tile_bytes",
     [
@@ -51,11 +62,7 @@ def test_fused_values_and_gradients_equal_the_plain_layers(
     monkeypatch.setattr(fused_module, "INFERENCE_TILE_BYTES", tile_bytes)
     net = _net(activation)
     x, context = 2 * torch.randn(x_shape), torch.randn(context_shape)
-    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
-    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
-    for got, expected in zip(fused_grads, plain_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    plain = _assert_fused_equals_plain(net, x, context)
     with torch.no_grad():  # inference takes the path that keeps no activations
         torch.testing.assert_close(net(x, net.project_context(context)), plain)
 
@@ -65,12 +72,7 @@ def test_residual_sum_as_a_post_op_equals_the_plain_layers(monkeypatch):
     monkeypatch.setattr(fused_module, "_CONV_INTO", None)
     monkeypatch.setattr(fused_module, "TILE_BYTES", 2**9)
     net = _net()
-    x, context = 2 * torch.randn(7, 4, 9), torch.randn(7, 4, 5)
-    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
-    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
-    for got, expected in zip(fused_grads, plain_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    _assert_fused_equals_plain(net, 2 * torch.randn(7, 4, 9), torch.randn(7, 4, 5))
 
 
 @pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
@@ -135,12 +137,8 @@ def test_fused_dropout_values_and_gradients_equal_the_plain_layers(rate, monkeyp
     net = _net(dropout=rate).train()
     x, context = 2 * torch.randn(6, 40), torch.randn(6, 5)
     draws = _share_dropout_masks(net, rate, 240, monkeypatch)
-    fused, fused_grads = _value_and_grads(net, x, context, fused=True)
-    assert len(draws) == len(net.blocks)
-    plain, plain_grads = _value_and_grads(net, x, context, fused=False)
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
-    for got, expected in zip(fused_grads, plain_grads, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    _assert_fused_equals_plain(net, x, context)
+    assert len(draws) == len(net.blocks)  # only the fused path draws
 
 
 @pytest.mark.skipif(not fused_module._BF16_SUPPORTED, reason="no oneDNN bfloat16")
