@@ -20,6 +20,15 @@ from .proposal import UniformProposal, make_proposal
 from .training import TrainingConfig, train
 
 _MAX_SEED = 2**31 - 1
+# early_stopping="auto" holds out validation rows where training passes over
+# the rows this many times or more, and at least this many rows would be
+# held out. At the defaults the networks overfit small data sets: iris (105
+# training rows) scored -4.07 on its test rows against -0.87 on its training
+# rows, and -3.26 with early stopping; 1,000 checkerboard rows (102 passes)
+# scored -3.94 and -3.69. At 3,000 rows (34 passes) early stopping cost more
+# in held-out rows than it saved: -3.79 against -3.66.
+_AUTO_EARLY_STOPPING_PASSES = 100
+_AUTO_EARLY_STOPPING_ROWS = 10
 # Parameters fixed in the networks and the scaling when they are built; a
 # warm start keeps them.
 _MODEL_PARAMS = (
@@ -252,12 +261,16 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Initial steps that train the proposal alone, so that it covers the
         data before importance sampling starts. ``fit`` warns where training
         ends within them (counting earlier steps with ``warm_start``).
-    early_stopping : bool, default=False
+    early_stopping : "auto" or bool, default="auto"
         Hold out ``validation_fraction`` of the rows, score them every
         ``eval_interval`` steps, stop after ``n_iter_no_change`` evaluations
-        without improvement and restore the best weights.
+        without improvement and restore the best weights. "auto" does so
+        where training passes over the rows 100 times or more, which the
+        networks overfit (``max_iter * min(batch_size, n_samples) >= 100 *
+        n_samples``: at the defaults, fewer than about 1,000 rows), and at
+        least 10 rows would be held out.
     validation_fraction : float, default=0.1
-        Fraction of rows held out when ``early_stopping=True``.
+        Fraction of rows held out when early stopping is on.
     n_iter_no_change : int, default=10
         Evaluations without improvement before stopping early.
     eval_interval : int, default=50
@@ -309,6 +322,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
     train_scores_ : ndarray
         Mean training log-likelihood estimate (log p, in the units of X)
         over each interval.
+    do_early_stopping_ : bool
+        Whether the last fit held out validation rows (see ``early_stopping``).
     validation_scores_ : ndarray or None
         Mean validation log-likelihood at each evaluation, or ``None``
         without early stopping.
@@ -367,7 +382,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "warmup_steps": [Interval(Integral, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "eval_interval": [Interval(Integral, 1, None, closed="left")],
@@ -409,7 +424,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         learning_rate=5e-4,
         max_iter=400,
         warmup_steps=50,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         eval_interval=50,
@@ -527,6 +542,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         rng = check_random_state(random_state)
         if not continuing:
             self._set_scaling(X)
+        self.do_early_stopping_ = self._early_stopping_for(X.shape[0])
         x_train, x_valid = self._split(X, rng)
         init_seed, train_seed = rng.randint(_MAX_SEED, size=2)
         group = collective.active()
@@ -573,8 +589,20 @@ class AEMDensity(DensityMixin, BaseEstimator):
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
 
+    def _early_stopping_for(self, n_samples: int) -> bool:
+        """Whether a fit on ``n_samples`` rows holds out validation rows."""
+        if self.early_stopping != "auto":
+            return bool(self.early_stopping)
+        passes = self.max_iter * min(self.batch_size, n_samples) / n_samples
+        n_valid = round(self.validation_fraction * n_samples)
+        auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
+        group = collective.active()
+        if group is not None:  # the processes must all validate, or none: rank 0 decides
+            auto = bool(group.broadcast_int(int(auto)))
+        return auto
+
     def _split(self, X, rng):
-        if not self.early_stopping:
+        if not self.do_early_stopping_:
             return X, None
         n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
         if X.shape[0] - n_valid < 2:
@@ -643,7 +671,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             precision=self.precision,
             cuda_graph=True,  # replays each step from a CUDA graph on GPUs
             eval_interval=self.eval_interval,
-            n_iter_no_change=self.n_iter_no_change if self.early_stopping else None,
+            n_iter_no_change=self.n_iter_no_change if self.do_early_stopping_ else None,
             validation_seed=self.scoring_seed_,
             verbose=self.verbose,
         )
@@ -651,7 +679,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
     def _reset_curves(self):
         self.eval_steps_ = np.zeros(0, dtype=int)
         self.train_scores_ = np.zeros(0)
-        self.validation_scores_ = np.zeros(0) if self.early_stopping else None
+        self.validation_scores_ = np.zeros(0) if self.do_early_stopping_ else None
         self.best_validation_score_ = None
 
     def _record(self, history):
@@ -660,7 +688,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         self.eval_steps_ = np.concatenate([self.eval_steps_, steps])
         train_scores = np.asarray(history.train_scores) - log_det
         self.train_scores_ = np.concatenate([self.train_scores_, train_scores])
-        if self.early_stopping:
+        if self.do_early_stopping_:
             scores = np.asarray(history.validation_scores) - log_det
             previous = np.zeros(0) if self.validation_scores_ is None else self.validation_scores_
             self.validation_scores_ = np.concatenate([previous, scores])

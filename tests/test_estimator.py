@@ -144,6 +144,30 @@ def test_early_stopping_keeps_the_best_validation_weights(tiny, gaussian_2d):
     assert aem.n_iter_ <= 200
 
 
+@pytest.mark.parametrize(
+    "n_samples, batch_size, max_iter, early_stopping, expected",
+    [
+        (200, 256, 100, "auto", True),  # 100 passes over the rows, 20 held out
+        (200, 256, 99, "auto", False),
+        (200, 100, 200, "auto", True),  # batches of half the rows
+        (200, 100, 199, "auto", False),
+        (100, 256, 100, "auto", True),  # 10 rows held out
+        (90, 256, 200, "auto", False),  # 9 rows would be held out
+        (200, 256, 100, False, False),
+        (400, 128, 60, True, True),
+    ],
+)
+def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
+    tiny, gaussian_2d, n_samples, batch_size, max_iter, early_stopping, expected
+):
+    params = dict(tiny, batch_size=batch_size, max_iter=max_iter, eval_interval=50)
+    aem = AEMDensity(**params, early_stopping=early_stopping, random_state=0)
+    aem.fit(gaussian_2d[:n_samples])
+    assert aem.do_early_stopping_ is expected
+    assert (aem.validation_scores_ is not None) is expected
+    assert aem.n_iter_ == max_iter  # patience outlasts these runs
+
+
 def test_warm_start_continues_training(tiny, gaussian_2d):
     aem = AEMDensity(**tiny, warm_start=True, random_state=0).fit(gaussian_2d)
     first = aem.model_
