@@ -596,17 +596,20 @@ class AEMDensity(DensityMixin, BaseEstimator):
         if self.early_stopping != "auto":
             return bool(self.early_stopping)
         passes = self.max_iter * min(self.batch_size, n_samples) / n_samples
-        n_valid = round(self.validation_fraction * n_samples)
+        n_valid = self._n_validation_rows(n_samples)
         auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
         group = collective.active()
         if group is not None:  # the processes must all validate, or none: rank 0 decides
             auto = bool(group.broadcast_int(int(auto)))
         return auto
 
+    def _n_validation_rows(self, n_samples: int) -> int:
+        return max(1, round(self.validation_fraction * n_samples))
+
     def _split(self, X, rng):
         if not self.do_early_stopping_:
             return X, None
-        n_valid = max(1, int(round(self.validation_fraction * X.shape[0])))
+        n_valid = self._n_validation_rows(X.shape[0])
         if X.shape[0] - n_valid < 2:
             raise ValueError(
                 f"early_stopping with validation_fraction={self.validation_fraction} "
