@@ -54,6 +54,19 @@ def seeded(seed: int, device: torch.device):
         yield
 
 
+def flush_denormals() -> None:
+    """Treat subnormal floats as zero in torch's CPU kernels, as TensorFlow does.
+
+    Called when skaem is imported. Tiny gradients (of the energy's
+    correction, which starts at zero) fall into the subnormal range, where
+    CPUs compute many times slower: a 400-step fit took 4x as long (354
+    against 87 ms a step) with the same result. Threads inherit the setting
+    when they are created, so it reaches torch's worker threads only if they
+    did not exist yet: import skaem before torch does parallel work.
+    """
+    torch.set_flush_denormal(True)
+
+
 def autocast(device: torch.device, precision: str):
     """bfloat16 matrix products for ``precision="bfloat16"``; a no-op for "float32".
 

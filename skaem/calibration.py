@@ -181,8 +181,13 @@ def _quadrature(model, params, context, features, rtol):
         proposal = model.proposal.restrict(d)
         for i in range(params.shape[0]):
             lo, hi = _support(proposal, params[i, d])
+            p = params[i, d : d + 1]
+
+            def log_f(points, c, proposal=proposal, p=p):
+                return model.log_unnormalized(proposal, p, c, points)
+
             out[i, j] = trapezoid_log_normalizer(
-                model.energy, context[i, d : d + 1], lo, hi, rtol, widen=proposal.n_params > 0
+                log_f, context[i, d : d + 1], lo, hi, rtol, widen=proposal.n_params > 0
             ).item()
     return out
 

@@ -7,11 +7,11 @@ from torch import Tensor, nn
 
 from .nn import EnergyNet, ResMADE
 from .normalizers import (
-    importance_log_density,
     importance_samples,
     log_importance_weights,
     log_normalizer,
     n_defensive_samples,
+    proposal_and_importance_log_density,
 )
 from .proposal import normal_log_prob
 
@@ -46,6 +46,13 @@ class AEM(nn.Module):
         Size of the context vector handed to the energy network.
     energy_hidden_features, energy_n_blocks, energy_activation, energy_dropout
         The same for the energy network.
+    energy_base : {"proposal", "flat"}
+        What the energy reshapes. ``"proposal"``: each conditional is
+        ``q(x_d) exp(-E(x_d)) / Z_d``, the proposal (held fixed, without
+        gradients) times a learned correction, which starts at zero, so the
+        untrained model is its proposal and the importance weights
+        ``exp(-E) q / q_is`` stay bounded. ``"flat"``: the paper's
+        ``exp(-E(x_d)) / Z_d``, where the energy must learn the whole shape.
     """
 
     def __init__(
@@ -61,9 +68,13 @@ class AEM(nn.Module):
         energy_activation: str = "relu",
         dropout: float = 0.0,
         energy_dropout: float = 0.0,
+        energy_base: str = "flat",
     ):
         super().__init__()
+        if energy_base not in ("proposal", "flat"):
+            raise ValueError(f"energy_base must be 'proposal' or 'flat'; got {energy_base!r}.")
         self.n_features = n_features
+        self.energy_base = energy_base
         self.context_features = context_features
         self.proposal = proposal
         self.made = ResMADE(
@@ -81,6 +92,9 @@ class AEM(nn.Module):
             energy_activation,
             energy_dropout,
         )
+        if energy_base == "proposal":  # a zero correction: the model starts as its proposal
+            nn.init.zeros_(self.energy.output_layer.weight)
+            nn.init.zeros_(self.energy.output_layer.bias)
 
     def conditionals(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Proposal parameters (N, D, P) and projected contexts (N, D, H)."""
@@ -126,9 +140,33 @@ class AEM(nn.Module):
 
     def _log_weights(self, proposal, params, context, points, n_heavy, n_samples):
         with torch.no_grad():
-            log_is = importance_log_density(proposal, params.detach(), points, n_heavy, n_samples)
-        neg_energy = self.energy(points, context)
+            log_q, log_is = proposal_and_importance_log_density(
+                proposal, params.detach(), points, n_heavy, n_samples
+            )
+        neg_energy = self.log_unnormalized(proposal, params, context, points, log_q)
         return neg_energy, log_importance_weights(neg_energy, log_is)
+
+    def log_unnormalized(
+        self,
+        proposal,
+        params: Tensor,
+        context: Tensor,
+        points: Tensor,
+        log_q: Tensor | None = None,
+    ) -> Tensor:
+        """Log of the unnormalised conditional at ``points`` (..., S): ``-E``,
+        plus ``log q`` (without gradients) where ``energy_base="proposal"``.
+
+        ``log_q``, the proposal's log-density at ``points``, saves computing it again.
+        """
+        neg_energy = self.energy(points, context)
+        # Models pickled before energy_base existed are "flat".
+        if getattr(self, "energy_base", "flat") != "proposal":
+            return neg_energy
+        if log_q is None:
+            with torch.no_grad():
+                log_q = proposal.log_prob(params.detach(), points)
+        return neg_energy + log_q
 
     def proposal_log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log q(x_d | x_<d)``, shape (N, D)."""

@@ -60,7 +60,15 @@ def importance_samples(
 def importance_log_density(
     proposal, params: Tensor, x: Tensor, n_heavy: int, n_samples: int
 ) -> Tensor:
-    """Log-density of the defensive mixture ``(1 - a) q + a q_heavy``, a = n_heavy / S.
+    """Log-density of the defensive mixture of ``proposal`` at ``x`` (see below)."""
+    return proposal_and_importance_log_density(proposal, params, x, n_heavy, n_samples)[1]
+
+
+def proposal_and_importance_log_density(
+    proposal, params: Tensor, x: Tensor, n_heavy: int, n_samples: int
+) -> tuple[Tensor, Tensor]:
+    """``log q(x)`` and the log-density of the defensive mixture
+    ``(1 - a) q + a q_heavy``, a = n_heavy / S, at the points ``x``.
 
     Weighting every sample by the mixture (the deterministic-mixture
     estimator) keeps ``Z`` unbiased with a fixed number of draws from each
@@ -70,9 +78,10 @@ def importance_log_density(
     """
     log_q = proposal.log_prob(params, x)
     if n_heavy == 0:
-        return log_q
+        return log_q, log_q
     a = n_heavy / n_samples
-    return torch.logaddexp(log_q + math.log1p(-a), proposal.heavy_log_prob(params, x) + math.log(a))
+    heavy = proposal.heavy_log_prob(params, x) + math.log(a)
+    return log_q, torch.logaddexp(log_q + math.log1p(-a), heavy)
 
 
 def importance_noise(

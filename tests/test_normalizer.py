@@ -29,9 +29,10 @@ def trained():
     return AEMDensity(**params, random_state=0).fit(X), X
 
 
-def trapezoid_log_z(model, context, lo=-200.0, hi=200.0, n=400001):
+def trapezoid_log_z(model, params, context, lo=-200.0, hi=200.0, n=400001):
     grid = torch.linspace(lo, hi, n, dtype=torch.float64)
-    neg_energy = model.energy(grid.view(1, 1, -1), context).squeeze()
+    neg_energy = model.log_unnormalized(model.proposal, params, context, grid.view(1, 1, -1))
+    neg_energy = neg_energy.squeeze()
     return (torch.logsumexp(neg_energy, 0) + math.log(grid[1] - grid[0])).item()
 
 
@@ -41,7 +42,7 @@ def is_log_z(model, params, context, n_samples, seed, fraction=0.1):
     e = torch.randn(1, 1, n_samples, generator=g, dtype=torch.float64)
     n_heavy = round(fraction * n_samples)
     s = importance_samples(model.proposal, params, u, e, n_heavy)
-    log_w = model.energy(s, context) - importance_log_density(
+    log_w = model.log_unnormalized(model.proposal, params, context, s) - importance_log_density(
         model.proposal, params, s, n_heavy, n_samples
     )
     return log_normalizer(log_w).item()
@@ -56,7 +57,7 @@ def test_is_normalizer_matches_numerical_integration_of_learned_conditionals(tra
     for row in range(5):
         for d in range(2):
             p, c = params[row : row + 1, d : d + 1], context[row : row + 1, d : d + 1]
-            truth = trapezoid_log_z(model, c)
+            truth = trapezoid_log_z(model, p, c)
             estimate = is_log_z(model, p, c, 20000, seed=row)
             assert abs(estimate - truth) < 0.02, (row, d, estimate, truth)
 
@@ -149,3 +150,23 @@ def test_aem_conditionals_integrate_to_one(trained):
         X = np.column_stack([np.full_like(grid, x1), grid - 2.0])
         density = np.exp(aem.score_samples_per_feature(X)[:, 1])
         assert abs(np.trapezoid(density, grid) - 1) < 0.03
+
+
+@torch.no_grad()
+def test_untrained_model_relative_to_its_proposal_is_its_proposal():
+    # energy_base="proposal" starts from a zero correction: without defensive
+    # samples every importance weight is the same, so even S = 3 recovers q exactly.
+    torch.manual_seed(0)
+    model = AEM(3, GaussianMixtureProposal(4), 16, 1, 4, 16, 1, energy_base="proposal")
+    x = torch.randn(6, 3)
+    log_p, log_q = model.log_prob_terms(x, torch.rand(3, 3), torch.randn(3, 3))
+    torch.testing.assert_close(log_p, log_q)
+    flat = AEM(3, GaussianMixtureProposal(4), 16, 1, 4, 16, 1, energy_base="flat")
+    flat.load_state_dict(model.state_dict())
+    log_p, log_q = flat.log_prob_terms(x, torch.rand(3, 3), torch.randn(3, 3))
+    assert (log_p - log_q).abs().max() > 0.1  # the paper's form: exp(-E) alone
+
+
+def test_energy_base_is_validated():
+    with pytest.raises(ValueError, match="energy_base"):
+        AEM(2, GaussianMixtureProposal(2), energy_base="gaussian")
