@@ -2,6 +2,7 @@
 
 import pickle
 import warnings
+from unittest import mock
 
 import joblib
 import numpy as np
@@ -32,11 +33,14 @@ def test_reaches_true_mean_log_likelihood_of_gaussians(tiny, dim):
 
 
 @pytest.mark.slow
-def test_samples_match_the_data(tiny, gaussian_2d):
-    aem = AEMDensity(**{**tiny, "max_iter": 1000}, random_state=0).fit(gaussian_2d)
+def test_samples_match_the_data(tiny):
+    # Enough rows that the fit, not overfitting of a few hundred rows, is what
+    # the samples show.
+    mix = np.array([[1.0, 0.8], [0.0, 0.6]])
+    X = np.random.default_rng(0).normal(size=(3000, 2)) @ mix + [1.0, -2.0]
+    aem = AEMDensity(**{**tiny, "max_iter": 1000}, random_state=0).fit(X)
     S = aem.sample(2000, random_state=0)
-    ref = np.random.default_rng(5).normal(size=(2000, 2)) @ np.array([[1.0, 0.8], [0.0, 0.6]])
-    ref += [1.0, -2.0]
+    ref = np.random.default_rng(5).normal(size=(2000, 2)) @ mix + [1.0, -2.0]
     for d in range(2):  # marginals
         assert ks_2samp(S[:, d], ref[:, d]).pvalue > 1e-3
     # the dependence: projections on the diagonals
@@ -166,6 +170,30 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
     assert aem.do_early_stopping_ is expected
     assert (aem.validation_scores_ is not None) is expected
     assert aem.n_iter_ == max_iter  # patience outlasts these runs
+
+
+@pytest.mark.parametrize(
+    "n_samples, n_features, batch_size, expected",
+    [
+        (25000, 2, 256, 4883),  # 50 passes over the rows
+        (25000, 8, 256, 1250),  # capped at 10,000 / n_features
+        (2000, 2, 256, 1000),  # at least 1,000 steps
+        (6400, 2, 128, 2500),  # passes count with the batch size
+        (100000, 30, 256, 1000),  # the floor holds above the cap
+    ],
+)
+def test_auto_max_iter_scales_with_rows_and_features(n_samples, n_features, batch_size, expected):
+    aem = AEMDensity(batch_size=batch_size)
+    aem.n_features_in_ = n_features
+    assert aem._max_iter_for(n_samples) == expected
+    assert AEMDensity(max_iter=7)._max_iter_for(n_samples) == 7
+
+
+def test_auto_max_iter_sets_the_steps_a_fit_runs(tiny, gaussian_2d):
+    aem = AEMDensity(**{**tiny, "max_iter": "auto"}, early_stopping=False, random_state=0)
+    with mock.patch("skaem._estimator._AUTO_MIN_STEPS", 30):
+        aem.fit(gaussian_2d[:100])  # 50 passes of 100-row batches: 50 steps
+    assert aem.n_iter_ == 50
 
 
 def test_warm_start_continues_training(tiny, gaussian_2d):
