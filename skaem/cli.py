@@ -80,7 +80,8 @@ def fit_command(args) -> None:
             )
         X = load_array(args.data)
         X_train, X_test = train_test_split(X, test_size=0.2, random_state=args.seed)
-    params = {"random_state": args.seed, "verbose": int(args.verbose)}
+    verbose = getattr(args, "verbose", sys.stderr.isatty())
+    params = {"random_state": args.seed, "verbose": int(verbose)}
     params.update(parse_params(args.param))
     model = AEMDensity(**params)
     start = time.perf_counter()
@@ -113,13 +114,26 @@ def sample_command(args) -> None:
     model = load_model(args.model)
     X = model.sample(args.n_samples, random_state=args.seed)
     np.save(args.output, X)
-    print(f"{len(X)} samples saved to {args.output}; mean {np.round(X.mean(axis=0), 4)}")
+    print(f"{len(X)} samples saved to {args.output}")
+    print(summary_table(X))
+
+
+def summary_table(X: np.ndarray) -> str:
+    """Mean, standard deviation, minimum and maximum of each column, as a small table."""
+    lines = [f"{'feature':>8} {'mean':>11} {'std':>11} {'min':>11} {'max':>11}"]
+    for d, column in enumerate(X.T):
+        stats = (column.mean(), column.std(), column.min(), column.max())
+        lines.append(f"{d:>8} " + " ".join(f"{v:>11.4g}" for v in stats))
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skaem", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit a model, print test log-likelihoods, save it")
+    sub = parser.add_subparsers(dest="command", metavar="{fit,score,sample}")
+    shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    fit = sub.add_parser(
+        "fit", help="fit a model, print test log-likelihoods, save it", **shown
+    )
     fit.add_argument(
         "--data",
         default="checkerboard",
@@ -138,27 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="AEMDensity parameter, repeatable (e.g. max_iter=1000)",
     )
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--output", default="aem_model.joblib")
-    fit.add_argument("--verbose", action="store_true")
+    fit.add_argument(
+        "--seed", type=int, default=0, help="seeds the built-in data, the split and the model"
+    )
+    fit.add_argument("--output", default="aem_model.joblib", help="where to save the model")
+    fit.add_argument(
+        "--verbose",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="show a progress bar while fitting (default: where stderr is a terminal)",
+    )
     fit.set_defaults(func=fit_command)
-    score = sub.add_parser("score", help="score a .csv/.npy file with a saved model")
-    score.add_argument("model")
-    score.add_argument("data")
+    score = sub.add_parser("score", help="score a .csv/.npy file with a saved model", **shown)
+    score.add_argument("model", help="a model saved by 'skaem fit' (.joblib)")
+    score.add_argument("data", help="rows to score (.csv with a header row, or .npy)")
     score.add_argument("--output", help="where to save per-row log-densities (.npy)")
     score.set_defaults(func=score_command)
-    sample = sub.add_parser("sample", help="draw samples from a saved model")
-    sample.add_argument("model")
-    sample.add_argument("n_samples", type=int)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--output", default="aem_samples.npy")
+    sample = sub.add_parser("sample", help="draw samples from a saved model", **shown)
+    sample.add_argument("model", help="a model saved by 'skaem fit' (.joblib)")
+    sample.add_argument("n_samples", type=int, help="number of samples to draw")
+    sample.add_argument("--seed", type=int, default=0, help="seeds the draw")
+    sample.add_argument("--output", default="aem_samples.npy", help="where to save them (.npy)")
     sample.set_defaults(func=sample_command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m skaem`` and the ``skaem`` script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # the bare command: say what it can do
+        parser.print_help()
+        return
     try:
         args.func(args)
     except (ValueError, TypeError) as exc:

@@ -38,6 +38,12 @@ def test_fit_score_sample_round_trip(tmp_path, capsys):
     main(["sample", str(model), "7", "--output", str(tmp_path / "s.npy")])
     samples = np.load(tmp_path / "s.npy")
     assert samples.shape == (7, 2)
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert table[0].split() == ["feature", "mean", "std", "min", "max"]
+    assert not any("e+" in line or "e-" in line for line in table)  # no scientific notation
+    rows = [line.split() for line in table[1:]]
+    assert [row[0] for row in rows] == ["0", "1"]  # one summary row per feature
+    np.testing.assert_allclose([float(row[1]) for row in rows], samples.mean(0), rtol=1e-3)
 
     csv = tmp_path / "x.csv"
     np.savetxt(csv, samples, delimiter=",", header="a,b", comments="")
@@ -72,3 +78,16 @@ def test_score_and_sample_name_a_missing_or_wrong_model_file(tmp_path):
         main(["sample", str(data), "3"])
     with pytest.raises(SystemExit, match="holds a dict, not a fitted AEMDensity"):
         main(["sample", str(tmp_path / "dict.joblib"), "3"])
+
+
+def test_bare_command_prints_the_subcommands_and_help_shows_defaults(capsys):
+    main([])
+    out = capsys.readouterr().out
+    assert "usage: skaem" in out and all(c in out for c in ("fit", "score", "sample"))
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: aem_model.joblib)" in out and "(default: 0)" in out
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "number of samples to draw" in capsys.readouterr().out
