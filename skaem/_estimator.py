@@ -1,6 +1,7 @@
 """AEMDensity: the scikit-learn face of the Autoregressive Energy Machine."""
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -741,7 +742,23 @@ class AEMDensity(DensityMixin, BaseEstimator):
             if history.best_step in history.steps:
                 best = scores[history.steps.index(history.best_step)]
                 self.best_validation_score_ = float(best)
+            self._warn_if_below_proposal(history.proposal_validation_score, log_det)
         self.n_iter_ += history.n_iter
+
+    def _warn_if_below_proposal(self, proposal_score, log_det):
+        """Warn where the held-out rows score lower under the AEM than under its proposal."""
+        if proposal_score is None or self.best_validation_score_ is None:
+            return
+        proposal_score -= log_det
+        if self.best_validation_score_ < proposal_score:
+            warnings.warn(
+                f"On the held-out validation rows the AEM scored "
+                f"{self.best_validation_score_:.4f}, below its own proposal's "
+                f"{proposal_score:.4f}: the energy network has not improved on the "
+                "proposal. Train longer (max_iter), or use density='proposal'.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     # ---------------------------------------------------------------- score
     def _log_jacobian(self):
@@ -799,6 +816,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
         # A NaN can only come from float overflow on inputs far outside the
         # data, whose density is zero to working precision.
         terms[np.isnan(terms)] = -np.inf
+        n_zero = int(np.isneginf(terms).any(axis=1).sum())
+        if n_zero:
+            warnings.warn(
+                f"{n_zero} of {len(terms)} rows have a log-density of -inf (a density of "
+                "zero to working precision): they lie far outside the training data, or "
+                "outside the uniform proposal's box.",
+                UserWarning,
+                stacklevel=3,
+            )
         return terms
 
     def score_samples(self, X):

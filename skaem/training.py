@@ -44,6 +44,7 @@ class TrainingHistory:
     train_scores: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
     best_step: int = 0
+    proposal_validation_score: float | None = None
     n_iter: int = 0
     diverged: bool = False
     interrupted: bool = False
@@ -299,6 +300,11 @@ def train(
         bar.close()
     if history.diverged or history.interrupted or x_valid is not None:
         model.load_state_dict(best[1])
+    if x_valid is not None and not history.interrupted:  # what the energy added, held out
+        score = validation_score(model, x_valid, config, warmup=True)
+        if group is not None:
+            score = group.weighted_mean(score, x_valid.shape[0])
+        history.proposal_validation_score = score
     history.n_iter = step
     model.eval()
     return history

@@ -123,8 +123,13 @@ def test_fewer_rows_than_a_batch_trains_on_all_rows(tiny):
 
 def test_far_away_points_score_finite_or_minus_inf_never_nan(fitted):
     X = np.array([[1e30, -1e30], [1e6, 0.0], [0.0, -1e6]])
-    scores = fitted.score_samples(X)
+    with pytest.warns(UserWarning, match="1 of 3 rows have a log-density of -inf"):
+        scores = fitted.score_samples(X)
     assert not np.isnan(scores).any()
+    assert scores[0] == -np.inf and np.isfinite(scores[1:]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # finite scores say nothing
+        fitted.score_samples(X[1:])
 
 
 def test_divergence_stops_with_a_warning_and_keeps_finite_weights(tiny, gaussian_2d):

@@ -130,7 +130,8 @@ def test_uniform_proposal_is_zero_outside_its_box(tiny):
     aem = AEMDensity(
         **tiny, proposal="uniform", uniform_bounds=[[-1, -1], [1, 1]], random_state=0
     ).fit(X)
-    scores = aem.score_samples([[0.0, 0.0], [1.5, 0.0], [0.0, -3.0]])
+    with pytest.warns(UserWarning, match="2 of 3 rows"):
+        scores = aem.score_samples([[0.0, 0.0], [1.5, 0.0], [0.0, -3.0]])
     assert np.isfinite(scores[0]) and np.all(scores[1:] == -np.inf)
     assert np.all(np.abs(aem.sample(200, random_state=0)) <= 1)
     pair = AEMDensity(**tiny, proposal="uniform", uniform_bounds=(-1, 1), random_state=0).fit(X)
@@ -298,3 +299,26 @@ def test_an_interrupted_fit_keeps_its_work_and_is_not_cached(
         aem.fit(gaussian_2d)
     aem.fit(gaussian_2d)
     assert aem.n_iter_ == 24 + tiny["max_iter"]
+
+
+@pytest.mark.parametrize("proposal_margin, warns", [(+50.0, True), (-50.0, False)])
+def test_fit_warns_where_held_out_rows_prefer_the_proposal(
+    tiny, gaussian_2d, proposal_margin, warns
+):
+    # The proposal's held-out score is shifted far above or below the AEM's.
+    from skaem import training
+
+    real = training.validation_score
+
+    def shifted(model, x_valid, config, warmup):
+        score = real(model, x_valid, config, warmup)
+        return score + proposal_margin if warmup else score
+
+    aem = AEMDensity(**tiny, early_stopping=True, random_state=0)
+    with mock.patch.object(training, "validation_score", shifted), warnings.catch_warnings():
+        warnings.simplefilter("error" if not warns else "default")
+        if warns:
+            with pytest.warns(UserWarning, match="below its own proposal"):
+                aem.fit(gaussian_2d)
+        else:
+            aem.fit(gaussian_2d)
