@@ -5,7 +5,7 @@ Density and samples on the paper's 2-D tasks
 An AEM fitted to the checkerboard (sharp edges) and to the diamond (225
 modes), each shown as its density image beside a histogram of samples drawn
 by importance resampling, as in the paper's Figure 4a. The networks are small
-and trained for 400 steps at a higher learning rate than the default so that
+and trained for 400 steps (the default takes 1,000 or more) so that
 this page builds in seconds; longer training sharpens both pictures.
 """
 
