@@ -131,9 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skaem", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="{fit,score,sample}")
     shown = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
-    fit = sub.add_parser(
-        "fit", help="fit a model, print test log-likelihoods, save it", **shown
-    )
+    fit = sub.add_parser("fit", help="fit a model, print test log-likelihoods, save it", **shown)
     fit.add_argument(
         "--data",
         default="checkerboard",

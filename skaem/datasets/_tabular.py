@@ -135,6 +135,20 @@ def read_power_raw(path) -> np.ndarray:
     -------
     data : ndarray of shape (n_rows, 8)
         The seven measurements in the file's row order, then the minute of the day.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from skaem.datasets import read_power_raw
+    >>> lines = ["date_time,Global_active_power,Global_reactive_power,Voltage,"
+    ...          "Global_intensity,Sub_metering_1,Sub_metering_2,Sub_metering_3",
+    ...          "2006-12-16 17:24:00,4.216,0.418,234.84,18.4,0.0,1.0,17.0",
+    ...          "2006-12-16 17:25:00,,,,,,,"]  # a missing row: dropped
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "householdpower.csv"
+    ...     _ = path.write_text("\\n".join(lines))
+    ...     read_power_raw(path).tolist()
+    [[4.216, 0.418, 234.84, 18.4, 0.0, 1.0, 17.0, 1044.0]]
     """
     pandas = _pandas()
     with open(path) as file:
