@@ -98,6 +98,14 @@ def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup
     return terms.sum(-1).mean().item()
 
 
+def _held_out_score(model, x_valid, config, warmup, group) -> float:
+    """``validation_score``, averaged over the processes of ``group`` by the rows each scored."""
+    score = validation_score(model, x_valid, config, warmup)
+    if group is None:
+        return score
+    return group.weighted_mean(score, min(x_valid.shape[0], config.max_validation_rows))
+
+
 def make_optimizer(model: AEM, learning_rate: float, capturable: bool = False) -> torch.optim.Adam:
     """Adam with its fused kernel: on a GPU one launch per step instead of
     one per tensor, on a CPU one pass over each tensor instead of about ten
@@ -265,9 +273,7 @@ def train(
                 break
             score = train_score
             if x_valid is not None:
-                score = validation_score(model, x_valid, config, warmup)
-                if group is not None:
-                    score = group.weighted_mean(score, x_valid.shape[0])
+                score = _held_out_score(model, x_valid, config, warmup, group)
                 history.validation_scores.append(score)
             history.steps.append(step)
             history.train_scores.append(train_score)
@@ -301,10 +307,7 @@ def train(
     if history.diverged or history.interrupted or x_valid is not None:
         model.load_state_dict(best[1])
     if x_valid is not None and not history.interrupted:  # what the energy added, held out
-        score = validation_score(model, x_valid, config, warmup=True)
-        if group is not None:
-            score = group.weighted_mean(score, x_valid.shape[0])
-        history.proposal_validation_score = score
+        history.proposal_validation_score = _held_out_score(model, x_valid, config, True, group)
     history.n_iter = step
     model.eval()
     return history
