@@ -26,6 +26,27 @@ IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "einstein.jpg"
 HEAVY_DF = 3.0
 
 
+def _sample_location_scale(n, seed, n_features, conditional, draw_noise):
+    """Rows drawn feature by feature: ``x_d = loc + scale * noise_d``, with
+    ``(loc, scale) = conditional(X, d)`` and ``noise_d = draw_noise(rng, d, n)``."""
+    rng = np.random.default_rng(seed)
+    X = np.empty((n, n_features))
+    for d in range(n_features):
+        loc, scale = conditional(X, d)
+        X[:, d] = loc + scale * draw_noise(rng, d, n)
+    return X
+
+
+def _log_density_location_scale(X, conditional, log_noise_density):
+    """The exact log-density of ``_sample_location_scale``'s rows: the sum over
+    features of ``log f_d((x_d - loc) / scale) - log scale``."""
+    total = np.zeros(len(X))
+    for d in range(X.shape[1]):
+        loc, scale = conditional(X, d)
+        total += log_noise_density((X[:, d] - loc) / scale, d) - np.log(scale)
+    return total
+
+
 def _heavy_conditional(X, d):
     """Location and scale of feature d of ``heavy6`` given the features before it."""
     if d == 0:
@@ -37,20 +58,15 @@ def _heavy_conditional(X, d):
 
 
 def make_heavy6(n, seed):
-    rng = np.random.default_rng(seed)
-    X = np.empty((n, 6))
-    for d in range(6):
-        loc, scale = _heavy_conditional(X, d)
-        X[:, d] = loc + scale * rng.standard_t(HEAVY_DF, n)
-    return X
+    return _sample_location_scale(
+        n, seed, 6, _heavy_conditional, lambda rng, d, n: rng.standard_t(HEAVY_DF, n)
+    )
 
 
 def heavy6_log_density(X):
-    total = np.zeros(len(X))
-    for d in range(6):
-        loc, scale = _heavy_conditional(X, d)
-        total += stats.t.logpdf(X[:, d], HEAVY_DF, loc=loc, scale=scale)
-    return total
+    return _log_density_location_scale(
+        X, _heavy_conditional, lambda z, d: stats.t.logpdf(z, HEAVY_DF)
+    )
 
 
 def _edge_conditional(X, d):
@@ -63,29 +79,24 @@ def _edge_conditional(X, d):
     return loc, width
 
 
+def _edge_noise(rng, d, n):
+    """Even features: uniform on [0, 1]; odd: Exponential(1), a jump at 0."""
+    return rng.uniform(size=n) if d % 2 == 0 else rng.exponential(size=n)
+
+
+def _edge_log_noise_density(z, d):
+    if d % 2 == 0:
+        return np.where((z >= 0) & (z <= 1), 0.0, -np.inf)
+    return np.where(z >= 0, -np.maximum(z, 0), -np.inf)
+
+
 def make_edges8(n, seed):
     """Even features: uniform on [loc, loc + width]; odd: loc + Exponential(width)."""
-    rng = np.random.default_rng(seed)
-    X = np.empty((n, 8))
-    for d in range(8):
-        loc, width = _edge_conditional(X, d)
-        noise = rng.uniform(size=n) if d % 2 == 0 else rng.exponential(size=n)
-        X[:, d] = loc + width * noise
-    return X
+    return _sample_location_scale(n, seed, 8, _edge_conditional, _edge_noise)
 
 
 def edges8_log_density(X):
-    total = np.zeros(len(X))
-    for d in range(8):
-        loc, width = _edge_conditional(X, d)
-        u = (X[:, d] - loc) / width
-        if d % 2 == 0:
-            inside = (u >= 0) & (u <= 1)
-            log_unit = np.where(inside, 0.0, -np.inf)
-        else:
-            log_unit = np.where(u >= 0, -np.maximum(u, 0), -np.inf)
-        total += log_unit - np.log(width)
-    return total
+    return _log_density_location_scale(X, _edge_conditional, _edge_log_noise_density)
 
 
 def _from_skaem(make, log_density):
