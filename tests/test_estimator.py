@@ -322,3 +322,23 @@ def test_fit_warns_where_held_out_rows_prefer_the_proposal(
                 aem.fit(gaussian_2d)
         else:
             aem.fit(gaussian_2d)
+
+
+def test_validation_scores_fixed_rows_with_more_samples_than_training(tiny, gaussian_2d):
+    from skaem import training
+
+    seen = []
+    real = training.conditional_log_densities
+
+    def recording(model, x, n_samples, *args, **kwargs):
+        seen.append((x.shape[0], n_samples))
+        return real(model, x, n_samples, *args, **kwargs)
+
+    config = training.TrainingConfig(max_iter=1, n_importance_samples=20, max_validation_rows=30)
+    aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
+    x_valid = aem._to_tensor(gaussian_2d[:100], "cpu")
+    with mock.patch.object(training, "conditional_log_densities", recording):
+        first = training.validation_score(aem.model_, x_valid, config, warmup=False)
+        again = training.validation_score(aem.model_, x_valid, config, warmup=False)
+    assert seen == [(30, 100), (30, 100)]  # the first 30 rows, 100 samples, every time
+    assert first == again
