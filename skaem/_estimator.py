@@ -598,9 +598,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 )
                 _check_inside_box(X, low, high)
             self.model_.to(device)
+            train_tensor = self._to_tensor(x_train, device, training=True)
+            if not continuing:  # from the training rows only: validation stays unseen
+                self.model_.initialize_proposal(train_tensor)
             history = train(
                 self.model_,
-                self._to_tensor(x_train, device, training=True),
+                train_tensor,
                 None if x_valid is None else self._to_tensor(x_valid, device, training=True),
                 self._training_config(self._max_iter_for(X.shape[0])),
                 torch.Generator(device).manual_seed(int(train_seed) + rank),

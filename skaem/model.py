@@ -96,6 +96,17 @@ class AEM(nn.Module):
             nn.init.zeros_(self.energy.output_layer.weight)
             nn.init.zeros_(self.energy.output_layer.bias)
 
+    @torch.no_grad()
+    def initialize_proposal(self, x: Tensor) -> None:
+        """Start each conditional's proposal at a mixture fitted to the
+        quantiles of its feature in the training data ``x`` (N, D).
+
+        The ResMADE's output biases carry the mixture; its weights keep their
+        random start, which the conditionals learn from.
+        """
+        per_feature = self.made.output_layer.bias.view(self.n_features, -1)
+        per_feature[:, self.context_features :] = self.proposal.initial_params(x)
+
     def conditionals(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Proposal parameters (N, D, P) and projected contexts (N, D, H)."""
         context, params = self.made(x).split(

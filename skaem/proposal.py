@@ -40,6 +40,26 @@ class GaussianMixtureProposal(nn.Module):
         """The proposal of a single feature (the same map for every feature)."""
         return self
 
+    def initial_params(self, x: Tensor) -> Tensor:
+        """Parameters (D, 3K) of a mixture per column of ``x`` (N, D) matching its quantiles.
+
+        Component k sits at the median of the k-th of K equal-mass bins of
+        the column, with the bin's width as its scale and equal weights, so
+        an untrained model starts as a smoothed histogram of each marginal:
+        gradient steps from mixtures that all start at 0 took most of a
+        short fit to spread over multi-modal data. Empty bins (repeated
+        values) get a scale of at least a hundredth of a standardised unit.
+        """
+        k = self.n_components
+        levels = torch.linspace(0, 1, 2 * k + 1, dtype=torch.float64, device=x.device)
+        ordered = x.double().sort(dim=0).values
+        index = (levels * (x.shape[0] - 1)).round().long()
+        edges = ordered[index].T  # (D, 2K + 1): bin edges and medians
+        loc = edges[:, 1::2]
+        width = (edges[:, 2::2] - edges[:, :-1:2]).clamp(min=max(0.01, 2 * self.min_scale))
+        raw_scale = _inverse_softplus(width - self.min_scale)
+        return torch.cat([torch.zeros_like(loc), loc, raw_scale], dim=-1).to(x.dtype)
+
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log mixture weights, locations and scales, each (..., K)."""
         logits, loc, raw_scale = params.chunk(3, dim=-1)
@@ -92,6 +112,10 @@ class GaussianMixtureProposal(nn.Module):
         return component, loc.gather(-1, component), scale.gather(-1, component)
 
 
+def _inverse_softplus(y: Tensor) -> Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
 def _quantiles_within_runs(component: Tensor, normals: Tensor) -> Tensor:
     """Stratified uniforms within each component's samples.
 
@@ -119,6 +143,10 @@ class UniformProposal(nn.Module):
 
     n_params = 0
     heavy_log_prob = heavy_sample = None  # bounded support: weights are bounded
+
+    def initial_params(self, x: Tensor) -> Tensor:
+        """No parameters: shape (D, 0)."""
+        return x.new_zeros(x.shape[1], 0)
 
     def restrict(self, feature: int) -> "UniformProposal":
         sl = slice(feature, feature + 1)

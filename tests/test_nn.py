@@ -80,3 +80,32 @@ def test_proposal_gets_no_gradient_from_the_energy_term():
     grad = params_out.weight.grad.view(2, -1, params_out.weight.shape[1])
     assert grad[:, model.context_features :].abs().sum() == 0
     assert grad[:, : model.context_features].abs().sum() > 0
+
+
+def test_initialized_proposal_matches_each_column_before_training():
+    # Two well-separated clusters per column: a proposal started from the
+    # quantiles covers both; the default start (every component near 0) does not.
+    torch.manual_seed(0)
+    centers = torch.tensor([-3.0, 3.0])[torch.randint(0, 2, (4000, 2))]
+    x = centers + 0.3 * torch.randn(4000, 2)
+    true_log_q = torch.logsumexp(
+        torch.distributions.Normal(centers.new_tensor([-3.0, 3.0]), 0.3).log_prob(x[..., None]),
+        dim=-1,
+    ) - torch.log(torch.tensor(2.0))
+    model = AEM(
+        2,
+        GaussianMixtureProposal(16),
+        hidden_features=16,
+        n_blocks=1,
+        context_features=4,
+        energy_hidden_features=8,
+        energy_n_blocks=1,
+    )
+    with torch.no_grad():
+        model.made.output_layer.weight.zero_()  # the first conditional's view for every column
+        before = model.proposal_log_prob(x).mean(0)
+        model.initialize_proposal(x)
+        after = model.proposal_log_prob(x).mean(0)
+    truth = true_log_q.mean(0)
+    assert torch.all(truth - after < 0.2), (truth, after)
+    assert torch.all(truth - before > 1.0), (truth, before)
