@@ -44,11 +44,9 @@ class GaussianMixtureProposal(nn.Module):
         """Parameters (D, 3K) of a mixture per column of ``x`` (N, D) matching its quantiles.
 
         Component k sits at the median of the k-th of K equal-mass bins of
-        the column, with the bin's width as its scale and equal weights, so
-        an untrained model starts as a smoothed histogram of each marginal:
-        gradient steps from mixtures that all start at 0 took most of a
-        short fit to spread over multi-modal data. Empty bins (repeated
-        values) get a scale of at least a hundredth of a standardised unit.
+        the column, with the bin's width as its scale and equal weights: a
+        smoothed histogram of the column. Empty bins (repeated values) get a
+        scale of at least a hundredth of a standardised unit.
         """
         k = self.n_components
         levels = torch.linspace(0, 1, 2 * k + 1, dtype=torch.float64, device=x.device)
