@@ -40,6 +40,10 @@ _AUTO_EARLY_STOPPING_ROWS = 10
 _AUTO_PASSES = 50
 _AUTO_MIN_STEPS = 1000
 _AUTO_STEP_BUDGET = 10000
+# Below this many rows fit warns that a density network overfits: on scikit-learn's
+# wine (106 training rows) and breast_cancer (341) the default AEM scored far
+# below a tuned KernelDensity (benchmarks/results_quality.txt).
+_FEW_ROWS = 500
 # Parameters fixed in the networks and the scaling when they are built; a
 # warm start keeps them.
 _MODEL_PARAMS = (
@@ -77,6 +81,17 @@ class _Interrupted(Exception):
     def __init__(self, state: dict):
         super().__init__("training was interrupted")
         self.state = state
+
+
+def _warn_if_few_rows(n_samples: int) -> None:
+    if n_samples < _FEW_ROWS:
+        warnings.warn(
+            f"AEMDensity is fitting only n_samples={n_samples} rows (fewer than "
+            f"{_FEW_ROWS}). Its networks have far more parameters than that and "
+            "overfit; a tuned KernelDensity or GaussianMixture is usually better here.",
+            UserWarning,
+            stacklevel=4,  # the caller of fit, past scikit-learn's fit wrapper
+        )
 
 
 def _fit_networks(training_params: dict, X: np.ndarray, seed: int) -> dict:
@@ -349,6 +364,11 @@ class AEMDensity(DensityMixin, BaseEstimator):
     scale_ : ndarray of shape (n_features,)
         Feature standard deviations divided out before the network (ones
         when ``standardize=False``).
+    data_min_ : ndarray of shape (n_features,)
+        Smallest value of each feature in the training data (over all
+        processes when data-parallel).
+    data_max_ : ndarray of shape (n_features,)
+        Largest value of each feature in the training data.
     eval_steps_ : ndarray
         Steps at which the curves were recorded.
     train_scores_ : ndarray
@@ -542,6 +562,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
             self._check_model_params_unchanged()
             self._train(X, self.random_state, continuing=True)
             return self
+        self._check_width(X.shape[1])
+        _warn_if_few_rows(X.shape[0])
         seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
         group = collective.active()
         if group is not None:  # one model across processes: rank 0's seed
@@ -569,6 +591,18 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 f"warm_start=True continues the fitted networks, which were built "
                 f"with {details}; the parameters now differ. Set them back, or set "
                 "warm_start=False to train new networks."
+            )
+
+    def _check_width(self, n_features: int) -> None:
+        """A ResMADE narrower than D - 1 would give no hidden unit the degrees
+        of the last features, and silently ignore them."""
+        needed = n_features - 1
+        if self.hidden_features < needed:
+            raise ValueError(
+                f"hidden_features={self.hidden_features} is below n_features - 1 = "
+                f"{needed}: the ResMADE would ignore features "
+                f"{self.hidden_features}..{needed - 1} when modelling the later ones. "
+                f"Set hidden_features to at least {needed}."
             )
 
     def _train(self, X, random_state, continuing):
@@ -622,6 +656,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 f"{constant.tolist()}): their density is a point mass. Remove them, "
                 "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
             )
+        self.data_min_, self.data_max_ = low, high
         if self.standardize:
             self.mean_, self.scale_ = _column_moments(X, low, high)
         else:
