@@ -1,18 +1,21 @@
 """Fit time of the default estimator alone and beside a second busy skaem fit.
 
 Each measurement runs in a fresh process, so that the OpenMP runtime starts
-as a user's would: ``default`` with torch's own OpenMP settings (idle
-threads spin a while before they sleep), ``passive`` with
-``OMP_WAIT_POLICY=PASSIVE`` in the environment (idle threads sleep at
-once). The neighbour is another process fitting the same model for longer,
-with the same setting, and measured only for its load.
+as a user's would, under one of the ``--settings``: ``default`` (torch's own
+OpenMP settings: idle threads spin a while before they sleep) or
+``NAME=VALUE`` environment variables set before torch starts, for example
+``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) or
+``GOMP_SPINCOUNT=10000`` (they spin that many times first). The neighbour is
+another process fitting the same model for longer, under the same setting,
+and measured only for its load.
 
 Last, it prints torch's thread count inside the workers of a joblib search
 with ``n_jobs=2`` (GridSearchCV's backend), where joblib caps each worker's
 threads at its share of the cores.
 
 Usage: python benchmarks/sharing.py [--steps 200] [--rounds 2]
-Takes about five minutes on two CPU cores.
+       [--settings default OMP_WAIT_POLICY=PASSIVE ...]
+Takes about five minutes on two CPU cores with the two default settings.
 """
 
 import argparse
@@ -32,9 +35,9 @@ print(time.perf_counter() - start)
 """
 
 
-def fit_seconds(order, steps, env):
+def fit_seconds(setting, steps, env):
     out = subprocess.run(
-        [sys.executable, "-c", FIT, order, str(steps)],
+        [sys.executable, "-c", FIT, setting, str(steps)],
         env=env,
         capture_output=True,
         text=True,
@@ -43,20 +46,31 @@ def fit_seconds(order, steps, env):
     return float(out.stdout.split()[-1])
 
 
-def measure(order, steps, busy):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if order == "passive":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "SKAEM_SPINCOUNT")
+
+
+def environment(setting):
+    """The process environment for ``setting``: "default" or "NAME=VALUE[,NAME=VALUE]"."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
+    if setting != "default":
+        for pair in setting.split(","):
+            name, value = pair.split("=", 1)
+            env[name] = value
+    return env
+
+
+def measure(setting, steps, busy):
+    env = environment(setting)
     neighbour = None
     if busy:
         neighbour = subprocess.Popen(
-            [sys.executable, "-c", FIT, order, str(50 * steps)],
+            [sys.executable, "-c", FIT, setting, str(50 * steps)],
             env=env,
             stdout=subprocess.DEVNULL,
         )
         time.sleep(5)  # let it import and start training
     try:
-        return fit_seconds(order, steps, env)
+        return fit_seconds(setting, steps, env)
     finally:
         if neighbour is not None:
             neighbour.kill()
@@ -80,23 +94,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--settings", nargs="+", default=["default", "OMP_WAIT_POLICY=PASSIVE"])
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; default AEMDensity, {args.steps} steps on 10,000 x 2 rows")
     results = {}
     for round_ in range(args.rounds):  # interleaved, so that the machine's phases hit all alike
-        for order in ("default", "passive"):
+        for setting in args.settings:
             for busy in (False, True):
-                seconds = measure(order, args.steps, busy)
-                results.setdefault((order, busy), []).append(seconds)
+                seconds = measure(setting, args.steps, busy)
+                results.setdefault((setting, busy), []).append(seconds)
                 where = "beside a busy fit" if busy else "alone"
-                print(f"round {round_}: {order}, {where}: {seconds:.1f} s", flush=True)
+                print(f"round {round_}: {setting}, {where}: {seconds:.1f} s", flush=True)
     print()
-    for order in ("default", "passive"):
-        alone = min(results[(order, False)])
-        busy = min(results[(order, True)])
-        print(f"{order}: alone {alone:.1f} s, beside a busy fit {busy:.1f} s ({busy / alone:.2f}x)")
-    ratio = min(results[("passive", False)]) / min(results[("default", False)])
-    print(f"alone, passive against default: {ratio:.3f}x the time")
+    first = min(results[(args.settings[0], False)])
+    for setting in args.settings:
+        alone = min(results[(setting, False)])
+        busy = min(results[(setting, True)])
+        print(
+            f"{setting}: alone {alone:.1f} s ({alone / first:.3f}x {args.settings[0]} alone), "
+            f"beside a busy fit {busy:.1f} s ({busy / alone:.2f}x its time alone)"
+        )
     threads = threads_in_joblib_workers(2)
     print(f"torch threads in each of 2 joblib workers (as GridSearchCV(n_jobs=2)): {threads}")
 

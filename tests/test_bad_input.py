@@ -142,3 +142,21 @@ def test_divergence_stops_with_a_warning_and_keeps_finite_weights(tiny, gaussian
     assert all(torch.isfinite(p).all() for p in aem.model_.parameters())
     assert not np.isnan(aem.score_samples(gaussian_2d)).any()
     assert math.isfinite(aem.score(gaussian_2d)) or aem.score(gaussian_2d) == -np.inf
+
+
+def test_a_resmade_narrower_than_the_features_is_refused(tiny):
+    X = np.random.default_rng(0).normal(size=(200, 6))
+    with pytest.raises(ValueError, match=r"hidden_features=3 is below n_features - 1 = 5"):
+        AEMDensity(**{**tiny, "hidden_features": 3}).fit(X)
+    AEMDensity(**{**tiny, "hidden_features": 5, "max_iter": 2, "warmup_steps": 1}).fit(X)
+
+
+def test_fitting_a_handful_of_rows_warns(tiny):
+    X = np.random.default_rng(0).normal(size=(600, 2))
+    params = {**tiny, "max_iter": 2, "warmup_steps": 1}
+    with pytest.warns(UserWarning, match="fitting only n_samples=5 rows"):
+        AEMDensity(**params).fit(X[:5])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AEMDensity(**params).fit(X)
+    assert not [w for w in caught if "fitting only" in str(w.message)]
