@@ -9,10 +9,9 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
 from . import collective
-from ._compat import validate_data
 from ._device import resolve_device, seeded
 from .inference import conditional_log_densities, sample_rows
 from .model import AEM
@@ -63,8 +62,9 @@ _MODEL_PARAMS = (
     "uniform_bounds",
     "standardize",
 )
-# Parameters that change how a fitted model scores or samples, not its training.
-_SCORING_PARAMS = {
+# Parameters that leave the trained networks as they are: how a fitted model
+# scores or samples, and the controls of caching and warm starts.
+_PARAMS_OUTSIDE_TRAINING = {
     "density",
     "kde_bandwidth",
     "kde_proposal_weight",
@@ -570,7 +570,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
             seed = group.broadcast_int(seed)
         params = self.get_params()
         training_params = {  # subclasses add scoring-side parameters of their own
-            k: params[k] for k in AEMDensity._get_param_names() if k not in _SCORING_PARAMS
+            k: params[k] for k in AEMDensity._get_param_names() if k not in _PARAMS_OUTSIDE_TRAINING
         }
         # A cache hit on some processes only would leave the others waiting.
         memory = check_memory(None if group is not None else self.memory)

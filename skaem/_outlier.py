@@ -1,6 +1,5 @@
 """AEMOutlierDetector: low AEM log-density as an outlier score."""
 
-import inspect
 from numbers import Real
 
 import numpy as np
@@ -29,9 +28,9 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
         Expected share of outliers in the training data: ``offset_`` is that
         quantile of the training log-densities. With "auto", ``offset_`` is
         the mean training log-density minus three of its standard deviations.
-    **aem_params
-        Every parameter of :class:`AEMDensity` (``max_iter``,
-        ``hidden_features``, ``random_state``...), with the same defaults.
+    hidden_features, n_blocks, ..., memory
+        Every parameter of :class:`AEMDensity`, with the same meaning and
+        default.
 
     Attributes
     ----------
@@ -62,18 +61,90 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
     }
 
-    def __init__(self, *, contamination="auto", **aem_params):
-        super().__init__(**aem_params)
+    def __init__(
+        self,
+        *,
+        contamination="auto",
+        hidden_features=128,
+        n_blocks=4,
+        context_features=64,
+        energy_hidden_features=64,
+        energy_n_blocks=2,
+        activation="relu",
+        energy_activation="relu",
+        dropout=0.0,
+        energy_dropout=0.0,
+        energy_base="proposal",
+        proposal="gaussian",
+        n_components=32,
+        min_scale=0.001,
+        uniform_bounds=None,
+        defensive_fraction=0.1,
+        importance_sampling="stratified",
+        precision="float32",
+        n_importance_samples=20,
+        n_eval_importance_samples=1000,
+        normalizer_includes_data=True,
+        density="aem",
+        kde_bandwidth=0.05,
+        kde_proposal_weight=0.1,
+        n_sampling_proposals=100,
+        standardize=True,
+        batch_size=256,
+        learning_rate=0.002,
+        max_iter="auto",
+        warmup_steps=50,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        eval_interval=50,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+        memory=None,
+    ):
+        super().__init__(
+            hidden_features=hidden_features,
+            n_blocks=n_blocks,
+            context_features=context_features,
+            energy_hidden_features=energy_hidden_features,
+            energy_n_blocks=energy_n_blocks,
+            activation=activation,
+            energy_activation=energy_activation,
+            dropout=dropout,
+            energy_dropout=energy_dropout,
+            energy_base=energy_base,
+            proposal=proposal,
+            n_components=n_components,
+            min_scale=min_scale,
+            uniform_bounds=uniform_bounds,
+            defensive_fraction=defensive_fraction,
+            importance_sampling=importance_sampling,
+            precision=precision,
+            n_importance_samples=n_importance_samples,
+            n_eval_importance_samples=n_eval_importance_samples,
+            normalizer_includes_data=normalizer_includes_data,
+            density=density,
+            kde_bandwidth=kde_bandwidth,
+            kde_proposal_weight=kde_proposal_weight,
+            n_sampling_proposals=n_sampling_proposals,
+            standardize=standardize,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            max_iter=max_iter,
+            warmup_steps=warmup_steps,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            eval_interval=eval_interval,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+            memory=memory,
+        )
         self.contamination = contamination
-
-    # scikit-learn reads parameters from the signature: show AEMDensity's too.
-    __init__.__signature__ = inspect.Signature(
-        [
-            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            inspect.Parameter("contamination", inspect.Parameter.KEYWORD_ONLY, default="auto"),
-            *list(inspect.signature(AEMDensity.__init__).parameters.values())[1:],
-        ]
-    )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

@@ -9,9 +9,8 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._compat import validate_data
 from .normalizers import (
     importance_noise,
     importance_samples,

@@ -51,3 +51,16 @@ def test_auto_contamination_uses_three_sigma_rule(tiny):
     detector = AEMOutlierDetector(**tiny, random_state=0).fit(X)
     scores = detector.score_samples(X)
     assert detector.offset_ == pytest.approx(scores.mean() - 3 * scores.std())
+
+
+def test_detector_takes_every_density_parameter_with_the_same_default():
+    import inspect
+
+    from skaem import AEMDensity
+
+    density = inspect.signature(AEMDensity.__init__).parameters
+    detector = inspect.signature(AEMOutlierDetector.__init__).parameters
+    assert list(detector) == ["self", "contamination", *list(density)[1:]]
+    for name in list(density)[1:]:
+        assert detector[name].default == density[name].default, name
+    assert AEMOutlierDetector(max_iter=7).get_params()["max_iter"] == 7
