@@ -83,6 +83,14 @@ class _Interrupted(Exception):
         self.state = state
 
 
+def _feature_names(estimator) -> list[str]:
+    """``feature_names_in_`` where X had column names, else x0, x1, ... as in scikit-learn."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        return [f"x{d}" for d in range(estimator.n_features_in_)]
+    return [str(name) for name in names]
+
+
 def _warn_if_few_rows(n_samples: int) -> None:
     if n_samples < _FEW_ROWS:
         warnings.warn(

@@ -7,7 +7,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._estimator import AEMDensity
+from ._estimator import AEMDensity, _feature_names
 
 _AUTO_SIGMAS = 3.0
 
@@ -222,8 +222,5 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
             import pandas as pd
         except ImportError:  # pragma: no cover - pandas is optional
             return terms
-        names = getattr(self, "feature_names_in_", None)
-        if names is None:
-            names = [f"x{d}" for d in range(self.n_features_in_)]
         index = X.index if hasattr(X, "index") and hasattr(X, "columns") else None
-        return pd.DataFrame(terms, columns=list(names), index=index)
+        return pd.DataFrame(terms, columns=_feature_names(self), index=index)

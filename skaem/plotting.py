@@ -6,6 +6,8 @@ Every function draws on given Axes (or new ones) and returns them.
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._estimator import _feature_names
+
 
 def _check_model(estimator, function, two_features=False):
     """NotFittedError for an unfitted model, ValueError for a 2-D plot of another."""
@@ -24,14 +26,6 @@ def _axes(ax, n=1, width=4.0):
     # Constrained layout keeps every label inside a plain fig.savefig(...).
     _, axes = plt.subplots(1, n, figsize=(width * n, 4), squeeze=False, layout="constrained")
     return axes[0] if n > 1 else axes[0, 0]
-
-
-def _feature_names(estimator):
-    """``feature_names_in_`` where X had column names, else x0, x1, ... as in scikit-learn."""
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        return [f"x{d}" for d in range(estimator.n_features_in_)]
-    return [str(name) for name in names]
 
 
 def _grid(bounds, resolution):
