@@ -317,9 +317,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
         data before importance sampling starts. ``fit`` warns where training
         ends within them (counting earlier steps with ``warm_start``).
     early_stopping : "auto" or bool, default="auto"
-        Hold out ``validation_fraction`` of the rows, score them every
-        ``eval_interval`` steps, stop after ``n_iter_no_change`` evaluations
-        without improvement and restore the best weights. "auto" does so
+        Hold out ``validation_fraction`` of the rows and score them every
+        ``eval_interval`` steps. After ``n_iter_no_change`` evaluations
+        without improvement, go back to the best weights and anneal the
+        learning rate to zero over as many steps, then stop. The final
+        weights are kept unless the held-out rows score them clearly (two
+        standard errors, paired) below the best ones, which are then
+        restored. "auto" does so
         where training passes over the rows 100 times or more, which the
         networks overfit (``max_iter * min(batch_size, n_samples) >= 100 *
         n_samples``: at the defaults, fewer than about 1,000 rows), and at
@@ -388,7 +392,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Mean validation log-likelihood at each evaluation, or ``None``
         without early stopping.
     best_validation_score_ : float or None
-        Best validation score, whose weights were kept.
+        Validation score of the weights kept: the best one, or the final
+        one where it is not clearly below the best (see ``early_stopping``).
 
     See Also
     --------

@@ -44,6 +44,7 @@ class TrainingHistory:
     train_scores: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
     best_step: int = 0
+    anneal_step: int | None = None
     proposal_validation_score: float | None = None
     n_iter: int = 0
     diverged: bool = False
@@ -73,8 +74,8 @@ def training_loss(
     return -(log_p + log_q), log_p.detach()
 
 
-def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> float:
-    """Mean estimated log-likelihood on held-out rows (eval mode).
+def validation_rows(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> Tensor:
+    """Estimated log-likelihoods of held-out rows (eval mode), one per row.
 
     The same rows (at most ``max_validation_rows``) and the same importance
     noise at every evaluation, so that checkpoints differ only by their
@@ -95,7 +96,20 @@ def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup
         precision=config.precision,
     )
     model.train()
-    return terms.sum(-1).mean().item()
+    return terms.sum(-1)
+
+
+def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> float:
+    """Mean of ``validation_rows``."""
+    return validation_rows(model, x_valid, config, warmup).mean().item()
+
+
+def _mean_over(rows: Tensor, group) -> float:
+    """The mean of ``rows`` over the processes of ``group``, weighted by the rows each holds."""
+    score = rows.mean().item()
+    if group is None:
+        return score
+    return group.weighted_mean(score, rows.numel())
 
 
 def _held_out_score(model, x_valid, config, warmup, group) -> float:
@@ -104,6 +118,23 @@ def _held_out_score(model, x_valid, config, warmup, group) -> float:
     if group is None:
         return score
     return group.weighted_mean(score, min(x_valid.shape[0], config.max_validation_rows))
+
+
+def _clearly_worse(rows: Tensor, best_rows: Tensor, group, n_errors: float = 2.0) -> bool:
+    """Whether ``rows`` score below ``best_rows`` by more than ``n_errors`` standard errors.
+
+    A paired comparison on the same held-out rows and noise. The best
+    checkpoint is the largest of many noisy estimates, so its score is
+    flattering; the final, annealed weights are kept unless they are clearly
+    worse, which they are where the networks overfit.
+    """
+    diff = (rows - best_rows).double()
+    n, total, squares = diff.numel(), diff.sum().item(), diff.square().sum().item()
+    if group is not None:
+        n, total, squares = group.sum([n, total, squares])
+    mean = total / n
+    variance = max(squares / n - mean**2, 0.0) / max(n - 1, 1)
+    return mean < -n_errors * math.sqrt(variance)
 
 
 def make_optimizer(model: AEM, learning_rate: float, capturable: bool = False) -> torch.optim.Adam:
@@ -121,6 +152,45 @@ def make_optimizer(model: AEM, learning_rate: float, capturable: bool = False) -
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=True)
     fused = device.type in ("cuda", "cpu") or None
     return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=fused)
+
+
+class CosineSchedule:
+    """Cosine annealing of Adam's learning rate to zero, which can be cut short.
+
+    ``anneal_now`` starts a new, shorter cosine from the rate reached: early
+    stopping calls it on a plateau, so that a run whose ``max_iter`` is far
+    longer than it needs still ends on annealed weights rather than on
+    weights trained at nearly the initial rate.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, n_steps: int):
+        self.optimizer = optimizer
+        self.initial_rate = optimizer.param_groups[0]["lr"]
+        if isinstance(self.initial_rate, Tensor):
+            self.initial_rate = self.initial_rate.item()
+        self.start, self.length = 0, max(n_steps, 1)
+
+    def rate(self, step: int) -> float:
+        progress = min((step - self.start) / self.length, 1.0)
+        return self.initial_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def step(self, step: int) -> None:
+        """Set the rate of the step after ``step``."""
+        rate = self.rate(step)
+        for group in self.optimizer.param_groups:
+            if isinstance(group["lr"], Tensor):  # a captured CUDA graph reads it in place
+                group["lr"].fill_(rate)
+            else:
+                group["lr"] = rate
+
+    def anneal_now(self, step: int, n_steps: int) -> None:
+        """Anneal from the rate of ``step`` to zero over the next ``n_steps``."""
+        self.initial_rate = self.rate(step)
+        self.start, self.length = step, max(n_steps, 1)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
 
 
 class EagerStep:
@@ -212,14 +282,18 @@ def train(
     """Maximise ``log p + log q`` with Adam and cosine annealing.
 
     Every ``eval_interval`` steps the mean train log-likelihood (and the
-    validation one, if any) is recorded and the weights are kept if they are
-    the best so far (or, without validation, the latest finite ones). A
-    non-finite loss stops the run with a warning and restores those weights;
-    so do early stopping and an interrupt (Ctrl-C, a notebook's stop
-    button), which ends the run without losing its work. ``step_offset``
-    counts the warm-up steps done by earlier calls (``warm_start``); a run
-    that ends within the warm-up warns, since the energy network would keep
-    its initial weights.
+    validation one, if any) is recorded, and the weights are kept if they
+    are the best so far (or, without validation, the latest finite ones).
+    With validation, ``n_iter_no_change`` evaluations without improvement
+    (a plateau) restore the best weights and anneal the learning rate to
+    zero over as many steps as the patience spanned; the run ends there.
+    At the end the final, annealed weights stay unless the held-out rows
+    score them clearly below the best checkpoint (``_clearly_worse``).
+    A non-finite loss stops the run with a warning and restores the best
+    weights; so does an interrupt (Ctrl-C, a notebook's stop button), which
+    ends the run without losing its work. ``step_offset`` counts the warm-up
+    steps done by earlier calls (``warm_start``); a run that ends within the
+    warm-up warns, since the energy network would keep its initial weights.
     ``group`` (a ``collective.ProcessGroup``) trains data-parallel: rank 0's
     weights to start, gradients averaged every step, scores averaged so that
     all processes stop together.
@@ -227,9 +301,11 @@ def train(
     graphed = config.cuda_graph and x_train.device.type == "cuda" and group is None
     optimizer = make_optimizer(model, config.learning_rate, capturable=graphed)
     step_once = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator, group)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(config.max_iter, 1))
+    schedule = CosineSchedule(optimizer, config.max_iter)
+    annealing = False
     history = TrainingHistory()
-    best = (-math.inf, copy.deepcopy(model.state_dict()))
+    best = (-math.inf, copy.deepcopy(model.state_dict()), None)  # score, weights, rows
+    rows = None
     running, n_running, bad_evals = torch.zeros((), device=x_train.device), 0, 0
     bar = _progress(config)
     stream = batches(x_train.shape[0], config.batch_size, generator, x_train.device)
@@ -252,7 +328,7 @@ def train(
         for step in range(1, config.max_iter + 1):
             warmup = step_offset + step <= warmup_steps
             log_p = step_once(x_train[next(stream)], warmup)
-            scheduler.step()
+            schedule.step(step)
             running, n_running = running + log_p, n_running + 1
             if bar is not None:
                 bar.update(1)
@@ -273,7 +349,8 @@ def train(
                 break
             score = train_score
             if x_valid is not None:
-                score = _held_out_score(model, x_valid, config, warmup, group)
+                rows = validation_rows(model, x_valid, config, warmup)
+                score = _mean_over(rows, group)
                 history.validation_scores.append(score)
             history.steps.append(step)
             history.train_scores.append(train_score)
@@ -285,12 +362,20 @@ def train(
             improved = x_valid is None or warmup or score > best[0]
             if improved:
                 # Warm-up scores the proposal alone: not comparable with the AEM's.
-                best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()))
+                best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()), rows)
                 history.best_step, bad_evals = step, 0
-                continue
-            bad_evals += 1
-            if config.n_iter_no_change is not None and bad_evals >= config.n_iter_no_change:
+            else:
+                bad_evals += 1
+            if annealing and step >= schedule.end:
                 break
+            patience = config.n_iter_no_change
+            if annealing or patience is None or bad_evals < patience or step == config.max_iter:
+                continue
+            # A plateau: go back to the best weights and anneal from there for as
+            # long as the patience allowed, rather than stop at a high rate.
+            model.load_state_dict(best[1])
+            schedule.anneal_now(step, min(patience * config.eval_interval, config.max_iter - step))
+            history.anneal_step, annealing, bad_evals = step, True, 0
     except KeyboardInterrupt:
         if group is not None:
             raise  # the other processes would wait for this one forever
@@ -304,8 +389,13 @@ def train(
         history.interrupted = True
     if bar is not None:
         bar.close()
-    if history.diverged or history.interrupted or x_valid is not None:
+    if history.diverged or history.interrupted:
         model.load_state_dict(best[1])
+    elif x_valid is not None and history.best_step != step:
+        if _clearly_worse(rows, best[2], group):
+            model.load_state_dict(best[1])
+        else:
+            history.best_step = step
     if x_valid is not None and not history.interrupted:  # what the energy added, held out
         history.proposal_validation_score = _held_out_score(model, x_valid, config, True, group)
     history.n_iter = step
