@@ -345,8 +345,11 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Show a progress bar with the running train (and validation)
         log-likelihood.
     warm_start : bool, default=False
-        Continue training the fitted networks for ``max_iter`` more steps
-        instead of starting afresh. Training parameters (``max_iter``,
+        Continue training the fitted networks instead of starting afresh,
+        with Adam's state kept. After a completed fit, a new cosine cycle of
+        ``max_iter`` steps (a warm restart); after an interrupted one, the
+        rest of the interrupted run, exactly as it would have gone on, from
+        the weights it kept. Training parameters (``max_iter``,
         ``learning_rate``, ...) may change in between; those that shape the
         networks or the scaling (widths, depths, activations, dropout,
         ``proposal``, ``n_components``, ``min_scale``, ``uniform_bounds``,
@@ -573,7 +576,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         )
         if continuing:
             self._check_model_params_unchanged()
-            self._train(X, self.random_state, continuing=True)
+            # The first fit's seed: the same rows held out, so validation stays unseen.
+            self._train(X, getattr(self, "_seed_", self.random_state), continuing=True)
             return self
         self._check_width(X.shape[1])
         _warn_if_few_rows(X.shape[0])
@@ -624,11 +628,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
         rng = check_random_state(random_state)
         if not continuing:
             self._set_scaling(X)
+            self._seed_ = random_state
         self.do_early_stopping_ = self._early_stopping_for(X.shape[0])
         x_train, x_valid = self._split(X, rng)
         init_seed, train_seed = rng.randint(_MAX_SEED, size=2)
         group = collective.active()
-        rank = 0 if group is None else group.rank  # each process its own batches
+        rank = 0 if group is None else group.rank
         with seeded(int(init_seed), device):
             if not continuing:
                 self.model_ = self._build_model(X)
@@ -653,10 +658,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 train_tensor,
                 None if x_valid is None else self._to_tensor(x_valid, device, training=True),
                 self._training_config(self._max_iter_for(X.shape[0])),
-                torch.Generator(device).manual_seed(int(train_seed) + rank),
+                # Each process, and each later cycle of a warm start, its own batches.
+                torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * self.n_iter_),
                 step_offset=self.n_iter_,
                 group=group,
+                resume=getattr(self, "_resume_point_", None) if continuing else None,
             )
+        self._resume_point_ = history.resume_point
         self._record(history)
         return history
 
@@ -953,6 +961,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         state = self.__dict__.copy()
         if "model_" in state:
             state["model_"] = copy.deepcopy(self.model_).cpu()
+        if state.get("_resume_point_") is not None:
+            state["_resume_point_"] = self._resume_point_.cpu()
         return state
 
     def __sklearn_tags__(self):

@@ -1,6 +1,7 @@
 """Training loop: one step, one evaluation, the loop with early stopping."""
 
 import copy
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class TrainingHistory:
     validation_scores: list = field(default_factory=list)
     best_step: int = 0
     anneal_step: int | None = None
+    resume_point: "ResumePoint | None" = None
     proposal_validation_score: float | None = None
     n_iter: int = 0
     diverged: bool = False
@@ -192,6 +194,14 @@ class CosineSchedule:
     def end(self) -> int:
         return self.start + self.length
 
+    @property
+    def state(self) -> tuple:
+        return (self.initial_rate, self.start, self.length)
+
+    @state.setter
+    def state(self, state: tuple) -> None:
+        self.initial_rate, self.start, self.length = state
+
 
 class EagerStep:
     """One optimisation step: the loss, its gradients (averaged over ``group``) and Adam."""
@@ -252,21 +262,228 @@ class GraphedStep(EagerStep):
             self.static_log_p = super().__call__(self.static_batch, False)
 
 
-def batches(n_rows: int, batch_size: int, generator: torch.Generator, device):
-    """Endless stream of index batches, reshuffled every epoch."""
-    batch_size = min(batch_size, n_rows)
-    while True:
-        perm = torch.randperm(n_rows, generator=generator, device=device)
-        for start in range(0, n_rows - batch_size + 1, batch_size):
-            yield perm[start : start + batch_size]
+class BatchStream:
+    """Endless index batches, reshuffled every epoch; ``state`` saves its place."""
+
+    def __init__(self, n_rows: int, batch_size: int, generator: torch.Generator, device):
+        self.n_rows, self.batch_size = n_rows, min(batch_size, n_rows)
+        self.generator, self.device = generator, device
+        self.perm, self.position = None, 0
+
+    def __next__(self) -> Tensor:
+        if self.perm is None or self.position + self.batch_size > self.n_rows:
+            self.perm = torch.randperm(self.n_rows, generator=self.generator, device=self.device)
+            self.position = 0
+        batch = self.perm[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return batch
+
+    @property
+    def state(self) -> tuple:
+        return (None if self.perm is None else self.perm.cpu(), self.position)
+
+    @state.setter
+    def state(self, state: tuple) -> None:
+        perm, self.position = state
+        self.perm = None if perm is None else perm.to(self.device)
 
 
-def _progress(config: TrainingConfig):
+@dataclass
+class ResumePoint:
+    """What a later call of ``train`` needs to go on exactly from one evaluation.
+
+    ``finished`` runs (completed, stopped early or diverged) are followed by
+    a new cosine cycle that keeps only Adam's moments; an interrupted run is
+    finished from ``step`` of its ``n_steps``, with its schedule, batches,
+    noise and early-stopping record as they were.
+    """
+
+    step: int
+    n_steps: int
+    optimizer: dict
+    schedule: tuple = ()
+    generator: Tensor | None = None
+    stream: tuple = (None, 0)
+    annealing: bool = False
+    bad_evals: int = 0
+    best_score: float = -math.inf
+    best_rows: Tensor | None = None
+    finished: bool = False
+
+    def cpu(self) -> "ResumePoint":
+        """A copy whose tensors are on the CPU (for pickling)."""
+        return dataclasses.replace(
+            self,
+            optimizer=_to_cpu(self.optimizer),
+            stream=_to_cpu(self.stream),
+            best_rows=_to_cpu(self.best_rows),
+        )
+
+
+def _to_cpu(value):
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(item) for item in value)
+    return value
+
+
+def _progress(config: TrainingConfig, n_steps: int):
     if not config.verbose:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=config.max_iter, desc="AEM", unit="step")
+    return tqdm(total=n_steps, desc="AEM", unit="step")
+
+
+@dataclass
+class _Checkpoint:
+    """The weights kept so far, their validation score and rows, and where to go on from."""
+
+    score: float
+    weights: dict
+    rows: Tensor | None
+    point: ResumePoint
+    step: int
+
+
+class _Run:
+    """One call of ``train``: its optimiser, schedule, batches and the weights it keeps."""
+
+    def __init__(self, model, x_train, x_valid, config, generator, step_offset, group, resume):
+        self.model, self.x_train, self.x_valid = model, x_train, x_valid
+        self.config, self.generator, self.group = config, generator, group
+        self.step_offset = step_offset
+        self.graphed = config.cuda_graph and x_train.device.type == "cuda" and group is None
+        self.optimizer = make_optimizer(model, config.learning_rate, capturable=self.graphed)
+        self.schedule = CosineSchedule(self.optimizer, config.max_iter)
+        step_type = GraphedStep if self.graphed else EagerStep
+        self.step_once = step_type(model, self.optimizer, config, generator, group)
+        self.stream = BatchStream(x_train.shape[0], config.batch_size, generator, x_train.device)
+        self.done, self.n_steps = 0, config.max_iter  # steps of the cycle: done before, in all
+        self.annealing, self.bad_evals, self.rows = False, 0, None
+        self.history = TrainingHistory()
+        best_score, best_rows = -math.inf, None
+        if resume is not None:
+            self._resume(resume)
+            if not resume.finished:
+                best_score, best_rows = resume.best_score, resume.best_rows
+        self.best = _Checkpoint(best_score, self._weights(), best_rows, None, self.done)
+        self.best.point = self._point(self.done)
+
+    def _resume(self, point: ResumePoint) -> None:
+        rates = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(point.optimizer)  # Adam's moments, in any case
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = rate  # the schedule sets the rate, in place where graphed
+        if not point.finished:  # the interrupted cycle, from where it stood
+            self.done, self.n_steps = point.step, point.n_steps
+            self.schedule.state = point.schedule
+            if point.generator is not None:
+                self.generator.set_state(point.generator)
+                self.stream.state = point.stream
+            self.annealing, self.bad_evals = point.annealing, point.bad_evals
+        self.schedule.step(self.done)
+
+    def _weights(self) -> dict:
+        return copy.deepcopy(self.model.state_dict())
+
+    def _point(self, step: int, finished: bool = False) -> ResumePoint:
+        # A graph-registered generator's state cannot be read: its run goes on
+        # with fresh noise and batches instead.
+        exact = not self.graphed and not finished
+        return ResumePoint(
+            step=step,
+            n_steps=self.n_steps,
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            schedule=self.schedule.state,
+            generator=self.generator.get_state() if exact else None,
+            stream=self.stream.state if exact else (None, 0),
+            annealing=self.annealing,
+            bad_evals=self.bad_evals,
+            best_score=self.best.score,
+            best_rows=self.best.rows,
+            finished=finished,
+        )
+
+    def warn_if_within_warmup(self, warmup_steps: int) -> None:
+        end = self.step_offset + self.n_steps - self.done
+        if end <= warmup_steps:
+            warnings.warn(
+                f"Training ends after {end} steps, within "
+                f"warmup_steps={warmup_steps}, which train the proposal alone: the energy "
+                "network keeps its initial weights. Set max_iter above warmup_steps, or "
+                "lower warmup_steps.",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def evaluate(self, step: int, train_score: float, warmup: bool) -> float:
+        """Record one evaluation; returns the score that ranks checkpoints."""
+        if self.group is not None:
+            train_score = self.group.weighted_mean(train_score, 1.0)
+        score = train_score
+        if self.x_valid is not None:
+            self.rows = validation_rows(self.model, self.x_valid, self.config, warmup)
+            score = _mean_over(self.rows, self.group)
+            self.history.validation_scores.append(score)
+        self.history.steps.append(step - self.done)
+        self.history.train_scores.append(train_score)
+        return score
+
+    def keep_if_best(self, step: int, score: float, warmup: bool) -> None:
+        if self.x_valid is None or warmup or score > self.best.score:
+            self.bad_evals = 0
+            # Warm-up scores the proposal alone: not comparable with the AEM's.
+            self.best = _Checkpoint(
+                -math.inf if warmup else score, self._weights(), self.rows, None, step
+            )
+            self.best.point = self._point(step)
+        else:
+            self.bad_evals += 1
+
+    def stops_after(self, step: int) -> bool:
+        """Whether the run ends at this evaluation: the end of an anneal, or a plateau."""
+        if self.annealing:
+            return step >= self.schedule.end
+        patience = self.config.n_iter_no_change
+        if patience is None or self.bad_evals < patience or step == self.n_steps:
+            return False
+        # A plateau: go back to the best weights and anneal from there for as
+        # long as the patience allowed, rather than stop at a high rate.
+        self.model.load_state_dict(self.best.weights)
+        n_anneal = min(patience * self.config.eval_interval, self.n_steps - step)
+        self.schedule.anneal_now(step, n_anneal)
+        self.history.anneal_step = step - self.done
+        self.annealing, self.bad_evals = True, 0
+        return False
+
+    def finish(self, step: int) -> TrainingHistory:
+        """Choose the weights to keep and where a later call goes on from."""
+        history, best = self.history, self.best
+        if history.interrupted:  # the curve and the count end at the weights kept
+            self.model.load_state_dict(best.weights)
+            n_kept = sum(s <= best.step - self.done for s in history.steps)
+            for curve in (history.steps, history.train_scores, history.validation_scores):
+                del curve[n_kept:]
+            history.n_iter, history.resume_point = best.step - self.done, best.point
+        else:
+            if history.diverged:
+                self.model.load_state_dict(best.weights)
+            elif self.x_valid is not None and best.step != step:
+                if _clearly_worse(self.rows, best.rows, self.group):
+                    self.model.load_state_dict(best.weights)
+                else:
+                    best.step = step
+            history.n_iter, history.resume_point = step - self.done, self._point(step, True)
+        history.best_step = best.step - self.done
+        if self.x_valid is not None and not history.interrupted:  # what the energy added
+            score = _held_out_score(self.model, self.x_valid, self.config, True, self.group)
+            history.proposal_validation_score = score
+        self.model.eval()
+        return history
 
 
 @torch.enable_grad()  # callers may sit inside torch.no_grad()
@@ -278,6 +495,7 @@ def train(
     generator: torch.Generator,
     step_offset: int = 0,
     group=None,
+    resume: ResumePoint | None = None,
 ) -> TrainingHistory:
     """Maximise ``log p + log q`` with Adam and cosine annealing.
 
@@ -291,113 +509,75 @@ def train(
     score them clearly below the best checkpoint (``_clearly_worse``).
     A non-finite loss stops the run with a warning and restores the best
     weights; so does an interrupt (Ctrl-C, a notebook's stop button), which
-    ends the run without losing its work. ``step_offset`` counts the warm-up
-    steps done by earlier calls (``warm_start``); a run that ends within the
-    warm-up warns, since the energy network would keep its initial weights.
-    ``group`` (a ``collective.ProcessGroup``) trains data-parallel: rank 0's
-    weights to start, gradients averaged every step, scores averaged so that
-    all processes stop together.
+    ends the run without losing its work.
+
+    ``resume`` is an earlier run's ``history.resume_point`` (``warm_start``):
+    an interrupted run is finished exactly as it would have gone on; after a
+    finished one a new cycle of ``max_iter`` steps starts with Adam's
+    moments. ``step_offset`` counts the steps of earlier calls, for the
+    warm-up; a run that ends within the warm-up warns, since the energy
+    network would keep its initial weights. ``group`` (a
+    ``collective.ProcessGroup``) trains data-parallel: rank 0's weights to
+    start, gradients averaged every step, scores averaged so that all
+    processes stop together.
     """
-    graphed = config.cuda_graph and x_train.device.type == "cuda" and group is None
-    optimizer = make_optimizer(model, config.learning_rate, capturable=graphed)
-    step_once = (GraphedStep if graphed else EagerStep)(model, optimizer, config, generator, group)
-    schedule = CosineSchedule(optimizer, config.max_iter)
-    annealing = False
-    history = TrainingHistory()
-    best = (-math.inf, copy.deepcopy(model.state_dict()), None)  # score, weights, rows
-    rows = None
-    running, n_running, bad_evals = torch.zeros((), device=x_train.device), 0, 0
-    bar = _progress(config)
-    stream = batches(x_train.shape[0], config.batch_size, generator, x_train.device)
+    run = _Run(model, x_train, x_valid, config, generator, step_offset, group, resume)
     # A fixed (uniform) proposal has nothing to warm up.
     warmup_steps = config.warmup_steps if model.proposal.n_params else 0
-    if step_offset + config.max_iter <= warmup_steps:
-        warnings.warn(
-            f"Training ends after {step_offset + config.max_iter} steps, within "
-            f"warmup_steps={warmup_steps}, which train the proposal alone: the energy "
-            "network keeps its initial weights. Set max_iter above warmup_steps, or "
-            "lower warmup_steps.",
-            UserWarning,
-            stacklevel=3,
-        )
+    run.warn_if_within_warmup(warmup_steps)
+    running, n_running = torch.zeros((), device=x_train.device), 0
+    bar = _progress(config, run.n_steps - run.done)
     model.train()
     if group is not None:
         group.broadcast_parameters(model)
-    step = 0
+    step = run.done
     try:
-        for step in range(1, config.max_iter + 1):
-            warmup = step_offset + step <= warmup_steps
-            log_p = step_once(x_train[next(stream)], warmup)
-            schedule.step(step)
+        for step in range(run.done + 1, run.n_steps + 1):
+            warmup = step_offset + step - run.done <= warmup_steps
+            log_p = run.step_once(x_train[next(run.stream)], warmup)
+            run.schedule.step(step)
             running, n_running = running + log_p, n_running + 1
             if bar is not None:
                 bar.update(1)
-            if step % config.eval_interval and step != config.max_iter:
+            if step % config.eval_interval and step != run.n_steps:
                 continue
             train_score = (running / n_running).item()  # one host sync per interval
-            if group is not None:
-                train_score = group.weighted_mean(train_score, 1.0)
             running, n_running = torch.zeros_like(running), 0
             if not math.isfinite(train_score):
+                at, kept = step_offset + step - run.done, step_offset + run.best.step - run.done
                 warnings.warn(
-                    f"The training loss became non-finite at step {step}; training "
-                    f"stopped and the weights of step {history.best_step} were restored.",
+                    f"The training loss became non-finite at step {at}; training "
+                    f"stopped and the weights of step {kept} were restored.",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                history.diverged = True
+                run.history.diverged = True
                 break
-            score = train_score
-            if x_valid is not None:
-                rows = validation_rows(model, x_valid, config, warmup)
-                score = _mean_over(rows, group)
-                history.validation_scores.append(score)
-            history.steps.append(step)
-            history.train_scores.append(train_score)
+            score = run.evaluate(step, train_score, warmup)
             if bar is not None:
-                post = {"train": f"{train_score:.3f}"}
-                if x_valid is not None:
-                    post["valid"] = f"{score:.3f}"
-                bar.set_postfix(post)
-            improved = x_valid is None or warmup or score > best[0]
-            if improved:
-                # Warm-up scores the proposal alone: not comparable with the AEM's.
-                best = (-math.inf if warmup else score, copy.deepcopy(model.state_dict()), rows)
-                history.best_step, bad_evals = step, 0
-            else:
-                bad_evals += 1
-            if annealing and step >= schedule.end:
+                bar.set_postfix(_postfix(run.history))
+            run.keep_if_best(step, score, warmup)
+            if run.stops_after(step):
                 break
-            patience = config.n_iter_no_change
-            if annealing or patience is None or bad_evals < patience or step == config.max_iter:
-                continue
-            # A plateau: go back to the best weights and anneal from there for as
-            # long as the patience allowed, rather than stop at a high rate.
-            model.load_state_dict(best[1])
-            schedule.anneal_now(step, min(patience * config.eval_interval, config.max_iter - step))
-            history.anneal_step, annealing, bad_evals = step, True, 0
     except KeyboardInterrupt:
         if group is not None:
             raise  # the other processes would wait for this one forever
         step -= 1  # the interrupted step may be half done
         warnings.warn(
-            f"Training was interrupted after step {step}; the model keeps the weights "
-            f"of step {history.best_step}. Fit again with warm_start=True to go on.",
+            f"Training was interrupted after step {step_offset + step - run.done}; the "
+            f"model keeps the weights of step {step_offset + run.best.step - run.done}. "
+            "Fit again with warm_start=True to go on from there.",
             RuntimeWarning,
             stacklevel=3,
         )
-        history.interrupted = True
+        run.history.interrupted = True
     if bar is not None:
         bar.close()
-    if history.diverged or history.interrupted:
-        model.load_state_dict(best[1])
-    elif x_valid is not None and history.best_step != step:
-        if _clearly_worse(rows, best[2], group):
-            model.load_state_dict(best[1])
-        else:
-            history.best_step = step
-    if x_valid is not None and not history.interrupted:  # what the energy added, held out
-        history.proposal_validation_score = _held_out_score(model, x_valid, config, True, group)
-    history.n_iter = step
-    model.eval()
-    return history
+    return run.finish(step)
+
+
+def _postfix(history: TrainingHistory) -> dict:
+    post = {"train": f"{history.train_scores[-1]:.3f}"}
+    if history.validation_scores:
+        post["valid"] = f"{history.validation_scores[-1]:.3f}"
+    return post

@@ -1,5 +1,8 @@
 """The training loop's learning-rate schedule and its choice of the weights it keeps."""
 
+import pickle
+
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +74,40 @@ def test_the_final_weights_stay_unless_clearly_worse_than_the_best(
     expected = weights[1] if kept == "best" else weights[2]
     for name, value in aem.model_.state_dict().items():
         torch.testing.assert_close(value, expected[name])
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_warm_start_finishes_an_interrupted_fit_exactly_as_one_whole_fit(
+    tiny, gaussian_2d, monkeypatch, early_stopping
+):
+    # Ctrl-C in step 45 of 60 (evaluations every 20); the model, pickled, goes on.
+    params = dict(tiny, early_stopping=early_stopping, random_state=0)
+    whole = AEMDensity(**params).fit(gaussian_2d)
+    real_step, calls = training.EagerStep.__call__, []
+
+    def interrupted_step(self, batch, warmup):
+        calls.append(1)
+        if len(calls) == 45:
+            raise KeyboardInterrupt
+        return real_step(self, batch, warmup)
+
+    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+    aem = AEMDensity(**params, warm_start=True)
+    with pytest.warns(RuntimeWarning, match="interrupted after step 44"):
+        aem.fit(gaussian_2d)
+    assert aem.n_iter_ == aem.eval_steps_[-1] <= 40
+    aem = pickle.loads(pickle.dumps(aem))
+    aem.fit(gaussian_2d)
+    assert aem.n_iter_ == whole.n_iter_
+    np.testing.assert_array_equal(aem.eval_steps_, whole.eval_steps_)
+    np.testing.assert_array_equal(aem.train_scores_, whole.train_scores_)
+    for name, value in whole.model_.state_dict().items():
+        torch.testing.assert_close(aem.model_.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_warm_start_after_a_finished_fit_keeps_adams_moments(tiny, gaussian_2d):
+    aem = AEMDensity(**tiny, warm_start=True, random_state=0).fit(gaussian_2d)
+    aem.fit(gaussian_2d)
+    steps = {float(state["step"]) for state in aem._resume_point_.optimizer["state"].values()}
+    # One optimiser over both fits; the energy network sat out the warm-up.
+    assert steps == {2.0 * tiny["max_iter"], 2.0 * tiny["max_iter"] - tiny["warmup_steps"]}
