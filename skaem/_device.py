@@ -4,6 +4,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import sys
 
 import torch
 
@@ -89,7 +90,10 @@ class _MallInfo2(ctypes.Structure):
 
 @functools.cache
 def _glibc():
-    """glibc's ``malloc_trim`` and ``mallinfo2`` (None before glibc 2.33), or None."""
+    """glibc's ``malloc_trim`` and ``mallinfo2`` (None before glibc 2.33), or None
+    where the C library is not glibc (every platform but Linux, and musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim

@@ -47,3 +47,15 @@ def test_the_real_glibc_query_reads_a_consistent_struct():
     assert 0 < info.arena < 2**40
     assert info.fordblks <= info.arena
     _device.release_freed_memory(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_no_c_library_calls_outside_linux(monkeypatch, platform):
+    monkeypatch.setattr(_device.sys, "platform", platform)
+    _device._glibc.cache_clear()
+    try:
+        assert _device._glibc() is None
+        _device.release_freed_memory(torch.device("cpu"))  # does nothing, raises nothing
+    finally:
+        monkeypatch.undo()
+        _device._glibc.cache_clear()
