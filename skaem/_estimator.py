@@ -269,8 +269,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Importance samples S per conditional during training.
     n_eval_importance_samples : int, default=1000
         Importance samples per conditional in :meth:`score_samples`. The
-        log normalizer estimate is biased downwards by roughly
-        ``Var(w) / (2 S Z^2)``; more samples reduce the bias at a linear cost.
+        estimated log-likelihood is biased low on average over data with
+        ``normalizer_includes_data=True`` (about ``chi^2(p||q) / S``) and
+        high without it (Jensen's ``Var(w) / (2 S Z^2)``); more samples
+        reduce either at a linear cost.
     normalizer_includes_data : bool, default=True
         Count the scored point among the importance samples, so that
         ``Z_d ~ (w(x_d) + sum_s w_s) / (S + 1)``. This caps each conditional
