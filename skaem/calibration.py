@@ -86,15 +86,24 @@ def trapezoid_log_normalizer(
 
 
 def normalizer_calibration(
-    estimator, X, n_samples=(10, 20, 100, 1000), features=None, rtol=1e-7, random_state=None
+    estimator,
+    X,
+    n_samples=(10, 20, 100, 1000),
+    features=None,
+    rtol=1e-7,
+    random_state=None,
+    include_data=None,
 ) -> dict:
     """Compare importance-sampling log normalizers with quadrature (Figure 5).
 
     For every row of X and every feature, the conditional ``p(x_d | x_<d)``
     of a fitted :class:`~skaem.AEMDensity` is integrated by a log-space
     trapezoidal rule refined until it converges, and estimated by importance
-    sampling (the estimator's own sampler: defensive fraction included, the
-    data point not counted) at each number of samples.
+    sampling at each number of samples, with the estimator's own sampler
+    (defensive fraction and stratification included) and, by default, its
+    own estimator: the data point counted among the samples where
+    ``normalizer_includes_data`` is set, as :meth:`~skaem.AEMDensity.score_samples`
+    does.
 
     Parameters
     ----------
@@ -110,6 +119,12 @@ def normalizer_calibration(
         Convergence tolerance of the quadrature.
     random_state : int, RandomState instance or None, default=None
         Seeds the importance samples.
+    include_data : bool or None, default=None
+        Count the row's own point among the samples (``True``), or not, the
+        paper's eq. 8 (``False``); None follows the estimator's
+        ``normalizer_includes_data``, so that what is calibrated is what is
+        scored. Counting the point biases the estimate of ``log Z`` high on
+        average over data rows, eq. 8 biases it low.
 
     Returns
     -------
@@ -139,16 +154,22 @@ def normalizer_calibration(
     if not rtol > 0:
         raise ValueError(f"rtol must be positive; got {rtol!r}.")
     seed = int(check_random_state(random_state).randint(2**31 - 1))
+    if include_data is None:
+        include_data = estimator.normalizer_includes_data
     model = copy.deepcopy(estimator.model_).cpu().double().eval()
+    x = estimator._to_tensor(X, "cpu").double()
     with torch.no_grad():
-        params, context = model.conditionals(estimator._to_tensor(X, "cpu").double())
+        params, context = model.conditionals(x)
     log_z = _quadrature(model, params, context, features, rtol)
     generator = torch.Generator().manual_seed(seed)
     fraction = estimator.defensive_fraction
     stratified = estimator.importance_sampling == "stratified"
+    data = x if include_data else None
     estimates = np.stack(
         [
-            _is_estimates(model, params, context, features, s, fraction, stratified, generator)
+            _is_estimates(
+                model, params, context, features, s, fraction, stratified, generator, data
+            )
             for s in n_samples
         ]
     )
@@ -200,8 +221,11 @@ def _support(proposal, params):
 
 
 @torch.no_grad()
-def _is_estimates(model, params, context, features, n_samples, fraction, stratified, generator):
-    """Independent estimates for every row (fresh noise per row and feature)."""
+def _is_estimates(
+    model, params, context, features, n_samples, fraction, stratified, generator, data=None
+):
+    """Independent estimates for every row (fresh noise per row and feature),
+    counting the rows' own points ``data`` (N, D) among the samples if given."""
     out = np.empty((params.shape[0], len(features)))
     shape = (params.shape[0], 1, n_samples)
     for j, d in enumerate(features):
@@ -211,5 +235,10 @@ def _is_estimates(model, params, context, features, n_samples, fraction, stratif
         u, e = importance_noise(shape, n_heavy, generator, stratified, dtype=torch.float64)
         s = importance_samples(proposal, p, u, e, n_heavy, stratified)
         _, log_w = model.importance_log_weights(proposal, p, c, s, n_heavy, n_samples)
-        out[:, j] = log_normalizer(log_w)[:, 0].numpy()
+        log_w_data = None
+        if data is not None:
+            point = data[:, d].view(-1, 1, 1)
+            _, log_w_data = model.importance_log_weights(proposal, p, c, point, n_heavy, n_samples)
+            log_w_data = log_w_data[..., 0]
+        out[:, j] = log_normalizer(log_w, log_w_data)[:, 0].numpy()
     return out

@@ -381,7 +381,9 @@ class _Run:
         if not point.finished:  # the interrupted cycle, from where it stood
             self.done, self.n_steps = point.step, point.n_steps
             self.schedule.state = point.schedule
-            if point.generator is not None:
+            perm = point.stream[0]
+            same_rows = perm is None or len(perm) == self.stream.n_rows
+            if point.generator is not None and same_rows:  # else fresh batches and noise
                 self.generator.set_state(point.generator)
                 self.stream.state = point.stream
             self.annealing, self.bad_evals = point.annealing, point.bad_evals

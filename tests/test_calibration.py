@@ -84,3 +84,18 @@ def test_calibration_names_bad_arguments(tiny, gaussian_2d):
     ]:
         with pytest.raises(ValueError, match=match):
             normalizer_calibration(aem, gaussian_2d[:2], **kwargs)
+
+
+def test_calibration_measures_the_estimator_that_is_scored(tiny, gaussian_2d):
+    aem = AEMDensity(**{**tiny, "max_iter": 100}, random_state=0).fit(gaussian_2d)
+    X = gaussian_2d[:10]
+
+    def estimates(**kwargs):
+        options = dict(n_samples=[10], features=[1], random_state=0, **kwargs)
+        return normalizer_calibration(aem, X, **options)["estimates"]
+
+    counted, paper = estimates(include_data=True), estimates(include_data=False)
+    np.testing.assert_array_equal(estimates(), counted)  # the default counts the point
+    assert np.abs(counted - paper).max() > 1e-6
+    aem.set_params(normalizer_includes_data=False)
+    np.testing.assert_array_equal(estimates(), paper)

@@ -111,3 +111,22 @@ def test_warm_start_after_a_finished_fit_keeps_adams_moments(tiny, gaussian_2d):
     steps = {float(state["step"]) for state in aem._resume_point_.optimizer["state"].values()}
     # One optimiser over both fits; the energy network sat out the warm-up.
     assert steps == {2.0 * tiny["max_iter"], 2.0 * tiny["max_iter"] - tiny["warmup_steps"]}
+
+
+def test_an_interrupted_fit_goes_on_with_other_rows(tiny, gaussian_2d, monkeypatch):
+    real_step, calls = training.EagerStep.__call__, []
+
+    def interrupted_step(self, batch, warmup):
+        calls.append(1)
+        if len(calls) == 25:
+            raise KeyboardInterrupt
+        return real_step(self, batch, warmup)
+
+    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+    # Kept at step 22: one batch of 128 into an epoch of 400 rows, whose order
+    # would index rows beyond the 300 given next.
+    aem = AEMDensity(**{**tiny, "eval_interval": 11}, random_state=0, warm_start=True)
+    with pytest.warns(RuntimeWarning, match="weights of step 22"):
+        aem.fit(gaussian_2d)
+    aem.fit(gaussian_2d[:300])  # fresh batches
+    assert aem.n_iter_ == tiny["max_iter"]
