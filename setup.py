@@ -20,7 +20,9 @@ setup(
         "numpy>=1.23",
         "scipy>=1.9",
         "scikit-learn>=1.6",
-        "torch>=2.1",
+        # Tested: 2.5.1 (the lower bound: CPU fused Adam, CUDA graph generator
+        # registration) and 2.13.0, both in .ci/run.
+        "torch>=2.5",
         "joblib>=1.2",
         "tqdm>=4.60",
     ],
