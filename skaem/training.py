@@ -101,25 +101,12 @@ def validation_rows(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup:
     return terms.sum(-1)
 
 
-def validation_score(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> float:
-    """Mean of ``validation_rows``."""
-    return validation_rows(model, x_valid, config, warmup).mean().item()
-
-
 def _mean_over(rows: Tensor, group) -> float:
     """The mean of ``rows`` over the processes of ``group``, weighted by the rows each holds."""
     score = rows.mean().item()
     if group is None:
         return score
     return group.weighted_mean(score, rows.numel())
-
-
-def _held_out_score(model, x_valid, config, warmup, group) -> float:
-    """``validation_score``, averaged over the processes of ``group`` by the rows each scored."""
-    score = validation_score(model, x_valid, config, warmup)
-    if group is None:
-        return score
-    return group.weighted_mean(score, min(x_valid.shape[0], config.max_validation_rows))
 
 
 def _clearly_worse(rows: Tensor, best_rows: Tensor, group, n_errors: float = 2.0) -> bool:
@@ -370,8 +357,7 @@ class _Run:
             self._resume(resume)
             if not resume.finished:
                 best_score, best_rows = resume.best_score, resume.best_rows
-        self.best = _Checkpoint(best_score, self._weights(), best_rows, None, self.done)
-        self.best.point = self._point(self.done)
+        self.best = self._checkpoint(self.done, best_score, best_rows)
 
     def _resume(self, point: ResumePoint) -> None:
         rates = [group["lr"] for group in self.optimizer.param_groups]
@@ -389,10 +375,13 @@ class _Run:
             self.annealing, self.bad_evals = point.annealing, point.bad_evals
         self.schedule.step(self.done)
 
-    def _weights(self) -> dict:
-        return copy.deepcopy(self.model.state_dict())
+    def _checkpoint(self, step: int, score: float, rows: Tensor | None) -> "_Checkpoint":
+        weights = copy.deepcopy(self.model.state_dict())
+        return _Checkpoint(score, weights, rows, self._point(step, score, rows), step)
 
-    def _point(self, step: int, finished: bool = False) -> ResumePoint:
+    def _point(
+        self, step: int, best_score: float, best_rows: Tensor | None, finished: bool = False
+    ) -> ResumePoint:
         # A graph-registered generator's state cannot be read: its run goes on
         # with fresh noise and batches instead.
         exact = not self.graphed and not finished
@@ -405,8 +394,8 @@ class _Run:
             stream=self.stream.state if exact else (None, 0),
             annealing=self.annealing,
             bad_evals=self.bad_evals,
-            best_score=self.best.score,
-            best_rows=self.best.rows,
+            best_score=best_score,
+            best_rows=best_rows,
             finished=finished,
         )
 
@@ -424,8 +413,6 @@ class _Run:
 
     def evaluate(self, step: int, train_score: float, warmup: bool) -> float:
         """Record one evaluation; returns the score that ranks checkpoints."""
-        if self.group is not None:
-            train_score = self.group.weighted_mean(train_score, 1.0)
         score = train_score
         if self.x_valid is not None:
             self.rows = validation_rows(self.model, self.x_valid, self.config, warmup)
@@ -439,10 +426,7 @@ class _Run:
         if self.x_valid is None or warmup or score > self.best.score:
             self.bad_evals = 0
             # Warm-up scores the proposal alone: not comparable with the AEM's.
-            self.best = _Checkpoint(
-                -math.inf if warmup else score, self._weights(), self.rows, None, step
-            )
-            self.best.point = self._point(step)
+            self.best = self._checkpoint(step, -math.inf if warmup else score, self.rows)
         else:
             self.bad_evals += 1
 
@@ -479,11 +463,12 @@ class _Run:
                     self.model.load_state_dict(best.weights)
                 else:
                     best.step = step
-            history.n_iter, history.resume_point = step - self.done, self._point(step, True)
+            finished = self._point(step, best.score, best.rows, finished=True)
+            history.n_iter, history.resume_point = step - self.done, finished
         history.best_step = best.step - self.done
         if self.x_valid is not None and not history.interrupted:  # what the energy added
-            score = _held_out_score(self.model, self.x_valid, self.config, True, self.group)
-            history.proposal_validation_score = score
+            rows = validation_rows(self.model, self.x_valid, self.config, True)
+            history.proposal_validation_score = _mean_over(rows, self.group)
         self.model.eval()
         return history
 
@@ -544,6 +529,8 @@ def train(
             if step % config.eval_interval and step != run.n_steps:
                 continue
             train_score = (running / n_running).item()  # one host sync per interval
+            if group is not None:  # every process stops, or none
+                train_score = group.weighted_mean(train_score, 1.0)
             running, n_running = torch.zeros_like(running), 0
             if not math.isfinite(train_score):
                 at, kept = step_offset + step - run.done, step_offset + run.best.step - run.done

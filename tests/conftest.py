@@ -33,3 +33,25 @@ def gaussian_2d():
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(n)``: the n-th training step from then on raises
+    KeyboardInterrupt, as Ctrl-C or a notebook's stop button would."""
+    from skaem import training
+
+    real_step, calls = training.EagerStep.__call__, []
+
+    def arm(n: int) -> None:
+        calls.clear()
+
+        def interrupted_step(self, batch, warmup):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real_step(self, batch, warmup)
+
+        monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+
+    return arm

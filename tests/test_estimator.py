@@ -269,20 +269,10 @@ def test_training_curve_in_user_units_and_verbose_progress(tiny, gaussian_2d, ca
 
 
 def test_an_interrupted_fit_keeps_its_work_and_is_not_cached(
-    tiny, gaussian_2d, tmp_path, monkeypatch
+    tiny, gaussian_2d, tmp_path, interrupt_at
 ):
     # Ctrl-C (or a notebook's stop button) in step 25 of 60, evaluations every 20 steps.
-    from skaem import training
-
-    real_step, calls = training.EagerStep.__call__, []
-
-    def interrupted_step(self, batch, warmup):
-        calls.append(1)
-        if len(calls) == 25:
-            raise KeyboardInterrupt
-        return real_step(self, batch, warmup)
-
-    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+    interrupt_at(25)
     aem = AEMDensity(**tiny, random_state=0, memory=str(tmp_path))
     with pytest.warns(RuntimeWarning, match="interrupted after step 24.*weights of step 20"):
         aem.fit(gaussian_2d)
@@ -294,7 +284,7 @@ def test_an_interrupted_fit_keeps_its_work_and_is_not_cached(
         aem.fit(gaussian_2d)
     assert aem.n_iter_ == tiny["max_iter"]
     # warm_start finishes the interrupted run (tests/test_training.py: exactly).
-    calls.clear()
+    interrupt_at(25)
     aem = AEMDensity(**tiny, random_state=0, warm_start=True)
     with pytest.warns(RuntimeWarning, match="interrupted"):
         aem.fit(gaussian_2d)
@@ -309,14 +299,14 @@ def test_fit_warns_where_held_out_rows_prefer_the_proposal(
     # The proposal's held-out score is shifted far above or below the AEM's.
     from skaem import training
 
-    real = training.validation_score
+    real = training.validation_rows
 
     def shifted(model, x_valid, config, warmup):
-        score = real(model, x_valid, config, warmup)
-        return score + proposal_margin if warmup else score
+        rows = real(model, x_valid, config, warmup)
+        return rows + proposal_margin if warmup else rows
 
     aem = AEMDensity(**tiny, early_stopping=True, random_state=0)
-    with mock.patch.object(training, "validation_score", shifted), warnings.catch_warnings():
+    with mock.patch.object(training, "validation_rows", shifted), warnings.catch_warnings():
         if not warns:
             warnings.filterwarnings("error", message=".*below its own proposal")
         if warns:
@@ -340,7 +330,7 @@ def test_validation_scores_fixed_rows_with_more_samples_than_training(tiny, gaus
     aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
     x_valid = aem._to_tensor(gaussian_2d[:100], "cpu")
     with mock.patch.object(training, "conditional_log_densities", recording):
-        first = training.validation_score(aem.model_, x_valid, config, warmup=False)
-        again = training.validation_score(aem.model_, x_valid, config, warmup=False)
+        first = training.validation_rows(aem.model_, x_valid, config, warmup=False).mean()
+        again = training.validation_rows(aem.model_, x_valid, config, warmup=False).mean()
     assert seen == [(30, 100), (30, 100)]  # the first 30 rows, 100 samples, every time
     assert first == again

@@ -78,20 +78,12 @@ def test_the_final_weights_stay_unless_clearly_worse_than_the_best(
 
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_warm_start_finishes_an_interrupted_fit_exactly_as_one_whole_fit(
-    tiny, gaussian_2d, monkeypatch, early_stopping
+    tiny, gaussian_2d, interrupt_at, early_stopping
 ):
     # Ctrl-C in step 45 of 60 (evaluations every 20); the model, pickled, goes on.
     params = dict(tiny, early_stopping=early_stopping, random_state=0)
     whole = AEMDensity(**params).fit(gaussian_2d)
-    real_step, calls = training.EagerStep.__call__, []
-
-    def interrupted_step(self, batch, warmup):
-        calls.append(1)
-        if len(calls) == 45:
-            raise KeyboardInterrupt
-        return real_step(self, batch, warmup)
-
-    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+    interrupt_at(45)
     aem = AEMDensity(**params, warm_start=True)
     with pytest.warns(RuntimeWarning, match="interrupted after step 44"):
         aem.fit(gaussian_2d)
@@ -113,16 +105,8 @@ def test_warm_start_after_a_finished_fit_keeps_adams_moments(tiny, gaussian_2d):
     assert steps == {2.0 * tiny["max_iter"], 2.0 * tiny["max_iter"] - tiny["warmup_steps"]}
 
 
-def test_an_interrupted_fit_goes_on_with_other_rows(tiny, gaussian_2d, monkeypatch):
-    real_step, calls = training.EagerStep.__call__, []
-
-    def interrupted_step(self, batch, warmup):
-        calls.append(1)
-        if len(calls) == 25:
-            raise KeyboardInterrupt
-        return real_step(self, batch, warmup)
-
-    monkeypatch.setattr(training.EagerStep, "__call__", interrupted_step)
+def test_an_interrupted_fit_goes_on_with_other_rows(tiny, gaussian_2d, interrupt_at):
+    interrupt_at(25)
     # Kept at step 22: one batch of 128 into an epoch of 400 rows, whose order
     # would index rows beyond the 300 given next.
     aem = AEMDensity(**{**tiny, "eval_interval": 11}, random_state=0, warm_start=True)
