@@ -11,11 +11,17 @@ and measured only for its load.
 
 Last, it prints torch's thread count inside the workers of a joblib search
 with ``n_jobs=2`` (GridSearchCV's backend), where joblib caps each worker's
-threads at its share of the cores.
+threads at its share of the cores. ``--search`` also times a
+``GridSearchCV`` (two learning rates, two folds: four fits and their
+scoring) with ``n_jobs=1``, with ``n_jobs=2`` and with ``n_jobs=2`` on a
+local Dask cluster (two single-threaded worker processes), each in a fresh
+process under torch's default settings, with the thread counts its workers
+ran.
 
 Usage: python benchmarks/sharing.py [--steps 200] [--rounds 2]
-       [--settings default OMP_WAIT_POLICY=PASSIVE ...]
-Takes about five minutes on two CPU cores with the two default settings.
+       [--settings default OMP_WAIT_POLICY=PASSIVE ...] [--search]
+Takes about five minutes on two CPU cores with the two default settings,
+and three more with ``--search``.
 """
 
 import argparse
@@ -44,6 +50,53 @@ def fit_seconds(setting, steps, env):
         check=True,
     )
     return float(out.stdout.split()[-1])
+
+
+SEARCH = """
+import sys, time
+from joblib import Parallel, delayed, parallel_backend
+from sklearn.model_selection import GridSearchCV
+from skaem import AEMDensity
+from skaem.datasets import make_checkerboard
+
+def threads(_):
+    import torch
+    return torch.get_num_threads()
+
+n_jobs, backend, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+X = make_checkerboard(10000, random_state=0)
+search = GridSearchCV(
+    AEMDensity(max_iter=steps, warmup_steps=0, random_state=0),
+    {"learning_rate": [1e-3, 2e-3]},
+    cv=2,
+    n_jobs=n_jobs,
+)
+if backend == "dask":
+    from distributed import Client, LocalCluster
+    client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True))
+    with parallel_backend("dask"):
+        counts = Parallel(n_jobs=n_jobs)(delayed(threads)(i) for i in range(2))
+        start = time.perf_counter()
+        search.fit(X)
+else:
+    counts = Parallel(n_jobs=n_jobs)(delayed(threads)(i) for i in range(n_jobs))
+    start = time.perf_counter()
+    search.fit(X)
+print(time.perf_counter() - start, *counts)
+"""
+
+
+def search_seconds(n_jobs, backend, steps):
+    """Wall time of the grid search and torch's thread count in each worker."""
+    out = subprocess.run(
+        [sys.executable, "-c", SEARCH, str(n_jobs), backend, str(steps)],
+        env=environment("default"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, *threads = out.stdout.split()[-3 if n_jobs > 1 else -2 :]
+    return float(seconds), [int(t) for t in threads]
 
 
 OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "SKAEM_SPINCOUNT")
@@ -95,6 +148,7 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=["default", "OMP_WAIT_POLICY=PASSIVE"])
+    parser.add_argument("--search", action="store_true", help="time GridSearchCV(n_jobs=1, 2)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; default AEMDensity, {args.steps} steps on 10,000 x 2 rows")
     results = {}
@@ -116,6 +170,27 @@ def main():
         )
     threads = threads_in_joblib_workers(2)
     print(f"torch threads in each of 2 joblib workers (as GridSearchCV(n_jobs=2)): {threads}")
+    if args.search:
+        print_searches(args.steps, args.rounds)
+
+
+def print_searches(steps, rounds):
+    print(f"\nGridSearchCV, 2 learning rates x 2 folds of 10,000 x 2 rows, {steps} steps a fit:")
+    runs = [(1, "loky"), (2, "loky"), (2, "dask")]
+    seconds = {}
+    for round_ in range(rounds):
+        for n_jobs, backend in runs:
+            took, threads = search_seconds(n_jobs, backend, steps)
+            seconds.setdefault((n_jobs, backend), []).append(took)
+            print(
+                f"round {round_}: n_jobs={n_jobs} ({backend}): {took:.1f} s, "
+                f"torch threads per worker {threads}",
+                flush=True,
+            )
+    serial = min(seconds[(1, "loky")])
+    for (n_jobs, backend), took in seconds.items():
+        ratio = min(took) / serial
+        print(f"n_jobs={n_jobs} ({backend}): {min(took):.1f} s ({ratio:.2f}x n_jobs=1)")
 
 
 if __name__ == "__main__":

@@ -126,11 +126,9 @@ def tile_product_gflops(dtype, seconds=1.0):
     weight, bias = torch.randn(width, width).to(dtype), torch.randn(width).to(dtype)
     grad_weight, grad_bias = torch.zeros(width, width), torch.zeros(width)
     products = {
-        "forward": lambda: fused._LINEAR(activation, weight, bias, "relu", [], ""),
+        "forward": lambda: fused._product(activation, weight, bias, post_op="relu"),
         "input gradient": lambda: fused._product(gradient, weight),
-        "weight gradient": lambda: fused._accumulate(
-            grad_weight, grad_bias, gradient, activation, weight
-        ),
+        "weight gradient": lambda: fused._accumulate(grad_weight, grad_bias, gradient, activation),
     }
     flops = 2 * points * width * width
     rates = {name: _gflops(f, flops, torch.device("cpu"), seconds) for name, f in products.items()}

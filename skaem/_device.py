@@ -60,8 +60,8 @@ def flush_denormals() -> None:
 
     Called when skaem is imported. Tiny gradients (of the energy's
     correction, which starts at zero) fall into the subnormal range, where
-    CPUs compute many times slower: a 400-step fit took 4x as long (354
-    against 87 ms a step) with the same result. Threads inherit the setting
+    CPUs compute many times slower (docs/design.md has the measurement).
+    Threads inherit the setting
     when they are created, so it reaches torch's worker threads only if they
     did not exist yet: import skaem before torch does parallel work.
     """
@@ -105,9 +105,9 @@ def _glibc():
     return trim, info
 
 
-# Freed heap memory that scoring lets glibc keep between chunks. Against
-# trimming after every chunk, scoring was 1.04-1.38x faster (S = 1,000 and
-# 20,000, 20 to 3,200 rows) and added 4-60 MiB instead of 17-26 MiB.
+# Freed heap memory that scoring lets glibc keep between chunks: trimming
+# after every chunk made each chunk fault its pages in again
+# (benchmarks/memory.py and docs/design.md have the measurements).
 RETAINED_BYTES = 64 * 2**20
 
 
@@ -116,8 +116,7 @@ def release_freed_memory(device: torch.device) -> None:
 
     glibc raises its mmap threshold as large blocks are freed, after which
     it serves them from its heaps and keeps the freed ones: scoring many
-    chunks then grew the resident memory with the number of rows (up to
-    hundreds of MiB in benchmarks/speed.py). Trimming returns those pages,
+    chunks then grew the resident memory with the number of rows. Trimming returns those pages,
     but every page handed back faults again when the next chunk takes it,
     so glibc is asked only once it holds more than ``RETAINED_BYTES`` free.
     """

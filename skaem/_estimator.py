@@ -261,10 +261,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Precision of the networks' matrix products in training, scoring and
         sampling. ``"bfloat16"`` runs them under bfloat16 autocast while
         mixture densities, normalizers and losses stay in float32. It pays
-        only on hardware with bfloat16 matrix units: on two CPU cores with
-        AVX512-BF16 the default model fitted 1.6-1.8x faster with test
-        log-likelihoods within 0.003 nats of float32
-        (``benchmarks/precision.py``); without them it is slower.
+        only on hardware with bfloat16 matrix units (AVX512-BF16 or AMX on a
+        CPU, most GPUs); without them it is slower. The user guide's cost
+        page has the measured speed and accuracy.
     n_importance_samples : int, default=20
         Importance samples S per conditional during training.
     n_eval_importance_samples : int, default=1000

@@ -15,16 +15,14 @@ from .normalizers import (
 )
 from .proposal import normal_log_prob
 
-# Points per energy-network call in inference: 2**14 points x 128 hidden units
-# x 4 bytes is 8 MiB per activation. glibc recycles blocks of this size; with
-# 16 or 32 MiB activations it kept freed ones and the resident memory of
-# scoring grew with the number of rows (benchmarks/speed.py, docs/design.md).
+# Points per energy-network call in inference (docs/design.md has the
+# measurements behind the sizes). 2**14 points x 128 hidden units x 4 bytes
+# is 8 MiB per activation, a size glibc recycles; with larger activations it
+# kept freed blocks and the resident memory of scoring grew with the rows.
 POINTS_PER_BLOCK = 2**14
 # Where the energy network runs in fused tiles (ReLU on the CPU) its
-# activations are tile-sized whatever the block, so blocks can be larger:
-# with 2**16 points, a chunk at S = 1,000 holds 10 rows instead of 2, and
-# scoring was 1.2-1.95x faster, adding 11-61 MiB instead of 8-18 MiB (fresh
-# processes, block sizes interleaved; 2**17 was no faster and added 62 MiB).
+# activations are tile-sized whatever the block, so blocks can be larger,
+# which takes more rows a chunk and cuts the per-chunk work.
 TILED_POINTS_PER_BLOCK = 2**16
 # A GPU needs larger products to keep its cores busy; 2**18 points make 128
 # MiB activations, small beside its memory.

@@ -1,8 +1,11 @@
 """The fused CPU energy kernels against the energy network's plain layers."""
 
+import numpy as np
 import pytest
 import torch
 
+from skaem import AEMDensity
+from skaem.datasets import make_checkerboard
 from skaem.model import AEM
 from skaem.nn import EnergyNet
 from skaem.nn import fused as fused_module
@@ -290,3 +293,34 @@ def test_onednn_linear_runs_only_for_float32_outside_autocast(monkeypatch):
         assert not uses_onednn(x, weight, bias)
     with use_fused_kernels(False):
         assert not uses_onednn(x, weight, bias)
+
+
+def test_a_short_fit_scores_the_same_with_and_without_the_kernels(monkeypatch):
+    """End to end: fit, then score, once on each path; the kernels must have run."""
+    calls, forward_tiles = [], fused_module._forward_tiles
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return forward_tiles(*args, **kwargs)
+
+    monkeypatch.setattr(fused_module, "_forward_tiles", spy)
+    X = make_checkerboard(600, random_state=0)
+    params = dict(
+        hidden_features=16, n_blocks=1, context_features=4, energy_hidden_features=16,
+        energy_n_blocks=1, n_components=4, max_iter=60, learning_rate=5e-3, warmup_steps=5,
+        early_stopping=False, n_eval_importance_samples=50, random_state=0,
+    )  # fmt: skip
+    scores = {}
+    for enabled in (True, False):
+        calls.clear()
+        with use_fused_kernels(enabled):
+            model = AEMDensity(**params).fit(X)
+            scores[enabled] = model.score_samples(X[:50])
+        assert bool(calls) == enabled
+    with use_fused_kernels(True):  # the plain path's model, scored by the kernels
+        rescored = model.score_samples(X[:50])
+    np.testing.assert_allclose(rescored, scores[False], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(scores[True], scores[False], rtol=0, atol=1e-4)
+    # The energy reshapes the proposal, so the kernels' output counts in the scores.
+    proposal = model.set_params(density="proposal").score_samples(X[:50])
+    assert np.abs(scores[False] - proposal).mean() > 0.02

@@ -11,23 +11,24 @@ products. Two changes remove most of that cost:
 - the points go through the whole network in tiles of about 2 MiB per
   activation (1 MiB in inference), forward and backward, so that the
   passes that remain read cache instead of main memory. The backward pass
-  is written out by hand: it keeps only the ReLU outputs and accumulates
-  weight gradients tile by tile.
+  is written out by hand: it keeps only the activations that the products
+  read and accumulates weight gradients tile by tile.
 
-The products go to oneDNN too, which matters on its own: on AMD CPUs
-torch's float32 matmul goes to MKL, which runs AVX2 code only, and oneDNN's
-AVX-512 products are about twice as fast there (2.2x on a Zen 5).
-:func:`linear` brings the same to the ResMADE's layers.
+The products go to oneDNN too: on AMD CPUs torch's float32 matmul goes to
+MKL, which runs AVX2 code only. :func:`linear` brings the same to the
+ResMADE's layers. ``docs/design.md`` ("Speed, precision and memory") has
+the measurements behind each choice here.
 
-``torch.ops.mkldnn._linear_pointwise`` is the entry PyTorch's own compiler
-uses for these post-ops. It is not a public API, so the energy network
-falls back to its plain layers (and :func:`linear` to ``F.linear``)
-wherever it is missing, and ``use_fused_kernels(False)`` switches both off
-(tests compare both; benchmarks count FLOPs on the plain path).
+The oneDNN ops are private torch ops (the entries PyTorch's own compiler
+uses), each called through one wrapper below that names its arguments. The
+energy network falls back to its plain layers (and :func:`linear` to
+``F.linear``) wherever they are missing, and :func:`use_fused_kernels` is
+the one switch that turns both off (the tests compare both paths).
 """
 
 import contextlib
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -102,8 +103,7 @@ def _compute_dtype():
 # the activation after dropout, and a dropped unit's zero reads as "inactive"
 # to ReLU's backward but as the steepest point of tanh.
 # The backward overwrites the incoming gradient, always a product's fresh
-# output: that saves a tile-sized allocation and a pass through memory that
-# is not in cache (the float32 POWER step was 1.02-1.04x faster in paired runs).
+# output, which saves a tile-sized allocation and a pass through memory.
 _KERNEL_ACTIVATIONS = {
     "relu": (torch.relu, lambda grad, out: _THRESHOLD_BACKWARD(grad, out, 0, grad_input=grad)),
     "tanh": (torch.tanh, lambda grad, out: _TANH_BACKWARD(grad, out, grad_input=grad)),
@@ -119,16 +119,33 @@ def kernel_activation(activation: torch.nn.Module, dropout_active: bool) -> str 
     return None
 
 
-# Each activation of a training tile is about 2 MiB (4096 points of 128
-# floats), so that a tile's forward and backward passes run in cache. On two
-# cores the energy network's forward and backward took 1.2-1.6x less time
-# than with the plain layers in paired runs; the fused kernels on the whole
-# batch gained 1.0-1.4x. Inference keeps no activations and goes faster with
-# 1 MiB tiles: scoring was 1.4x faster in float32 and 1.05-1.25x in bfloat16
-# than with 2 MiB tiles, while a training step was 2-5% slower with them (one
-# run each, the tile sizes interleaved, on a Zen 5 with 1 MiB of L2 a core).
+# Activations per tile: 2 MiB in training (4,096 points of 128 floats), so
+# that a tile's forward and backward passes run in cache; 1 MiB in
+# inference, which keeps no activations and was faster with smaller tiles.
 TILE_BYTES = 2**21
 INFERENCE_TILE_BYTES = 2**20
+
+
+class _BlockLayers(NamedTuple):
+    """The two layers of one residual block (weights, or their gradients)."""
+
+    first_weight: Tensor
+    first_bias: Tensor
+    second_weight: Tensor
+    second_bias: Tensor
+
+
+class _TileActivations(NamedTuple):
+    """What the backward pass of one training tile reads: each block's
+    inputs to its two products, and the final activation."""
+
+    blocks: list[tuple[Tensor, Tensor]]
+    last: Tensor
+
+
+def _per_block(flat) -> list[_BlockLayers]:
+    """Group a flat sequence (W1, b1, W2, b2, W1, ...) by block."""
+    return [_BlockLayers(*flat[i : i + 4]) for i in range(0, len(flat), 4)]
 
 
 def fused_energy(
@@ -147,10 +164,11 @@ def fused_energy(
     n_points, hidden = x.shape[-1], context.shape[-1]
     x2 = x.expand(*lead, n_points).reshape(lead.numel(), n_points)
     c2 = context.expand(*lead, hidden).reshape(lead.numel(), hidden)
-    weights = [
+    layers = [
         t for b in blocks for t in (b.first.weight, b.first.bias, b.second.weight, b.second.bias)
     ]
-    inputs = (x2, c2, x_weight, output_layer.weight, output_layer.bias, *weights)
+    # autograd.Function takes its tensors flat: the first five, then four a block.
+    inputs = (x2, c2, x_weight, output_layer.weight, output_layer.bias, *layers)
     rates = tuple(b.dropout.p if b.dropout.training else 0.0 for b in blocks)
     dtype = _compute_dtype()
     with torch.autocast("cpu", enabled=False):
@@ -178,11 +196,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 class _Linear(torch.autograd.Function):
     """``x @ weight.T + bias`` for 2-D ``x``; every product by oneDNN.
 
-    Where torch's BLAS runs only AVX2 code (MKL on AMD CPUs) this is about
-    twice as fast in all three products. oneDNN takes a transposed weight
-    at full speed as it is (a contiguous copy of a 512 x 512 one cost
-    0.43 ms a layer) but copies a transposed input, so the weight gradient
-    makes ``grad.T`` contiguous itself.
+    oneDNN takes a transposed weight as it is, but copies a transposed
+    input, so the weight gradient makes ``grad.T`` contiguous itself.
     """
 
     @staticmethod
@@ -215,13 +230,13 @@ def _tiles(n_groups: int, n_points: int, hidden: int, tile_bytes: int):
 
 
 def _forward_tiles(inputs, dtype, rates, activation, keep):
-    """Outputs (groups, S) and, with ``keep``, each tile's saved activations.
+    """Outputs (groups, S) and, with ``keep``, a :class:`_TileActivations` a tile.
 
     The residual stream stays in float32; the products take ``dtype``.
     ``rates`` holds each block's dropout rate (0 where it is inactive).
     """
-    x, context, x_weight, w_out, b_out, *weights = inputs
-    weights = _product_weights(weights, dtype, rates)
+    x, context, x_weight, w_out, b_out, *layers = inputs
+    blocks = _product_weights(_per_block(layers), dtype, rates)
     act = _KERNEL_ACTIVATIONS[activation][0]
     out = torch.empty_like(x)
     saved = []
@@ -230,56 +245,108 @@ def _forward_tiles(inputs, dtype, rates, activation, keep):
         points = x[rows, cols]
         h = torch.addcmul(context[rows].float().unsqueeze(-2), points.unsqueeze(-1), x_weight)
         h = h.view(-1, h.shape[-1])
-        for i in range(0, len(weights), 4):
-            h, a, r = _block(h, *weights[i : i + 4], rates[i // 4], activation)
+        block_inputs = []
+        for block, rate in zip(blocks, rates, strict=True):
+            h, a, r = _block(h, block, rate, activation)
             if keep:
-                saved += [a, r]
+                block_inputs.append((a, r))
         a = act(h)
         out[rows, cols] = torch.addmv(b_out, a, w_out[0]).view(points.shape)
         if keep:
-            saved.append(a)
+            saved.append(_TileActivations(block_inputs, a))
     return out, saved
 
 
-def _block(h, w1, b1, w2, b2, rate, activation):
+def _block(h, block: _BlockLayers, rate, activation):
     """``h + W2 drop(act(W1 act(h) + b1)) + b2`` (into ``h``, except on the
     post-op fallback) and the inputs of both products.
 
-    With dropout, ``w2`` carries the survivors' scale (:func:`_product_weights`).
+    With dropout, the second weight carries the survivors' scale
+    (:func:`_product_weights`).
     """
-    a = _KERNEL_ACTIVATIONS[activation][0](h).to(w1.dtype)
-    r = _LINEAR(a, w1, b1, activation, [], "")  # oneDNN's post-op of that name
+    a = _KERNEL_ACTIVATIONS[activation][0](h).to(block.first_weight.dtype)
+    r = _product(a, block.first_weight, block.first_bias, post_op=activation)
     if rate > 0:
         _drop_(r, rate)
     if r.dtype != h.dtype:  # bfloat16 products, float32 residual stream
-        return h.add_(_LINEAR(r, w2, b2, "none", [], "")), a, r
+        return h.add_(_product(r, block.second_weight, block.second_bias)), a, r
     if _CONV_INTO is None:
-        return _LINEAR.binary(r, h, w2, b2, "add"), a, r  # the residual sum as a post-op
-    _add_product_(h, r, w2, b2)
+        return _product_plus(r, block.second_weight, block.second_bias, other=h), a, r
+    _add_product_(h, r, block.second_weight, block.second_bias)
     return h, a, r
+
+
+# The wrappers of the private oneDNN ops: each names its op's arguments (in
+# its schema's order) and fixes the values that make it the product needed here.
+
+
+def _product(x, weight, bias=None, post_op="none"):
+    """``post_op(x @ weight.T + bias)`` by oneDNN, with ``post_op`` one of
+    "none", "relu" or "tanh" applied to the output in registers."""
+    # (X, W, B, attr, scalars, algorithm), by position: torch parses keywords per call.
+    return _LINEAR(x, weight, bias, post_op, [], "")
+
+
+def _product_plus(x, weight, bias, other):
+    """``other + x @ weight.T + bias`` by oneDNN, the sum as a post-op, in a new tensor."""
+    return _LINEAR.binary(x, other, weight, bias, "add")  # (X, other, W, B, attr)
 
 
 def _add_product_(h, x, weight, bias):
     """``h += x @ weight.T + bias`` by oneDNN, in place.
 
-    As a 1x1 convolution over the points, the one oneDNN op of torch that
-    adds into its output: 190 GFLOP/s on a 4096-point tile in cache, against
-    130 for the linear with the sum as a post-op, which writes a new tensor
-    (Zen 4); the float32 POWER step was 1.02x faster (16 paired rounds).
+    As a 1x1 convolution over the points: the one oneDNN op of torch that
+    adds into its output, where the linear with the sum as a post-op writes
+    a new tensor.
     """
     _CONV_INTO.binary(
-        _as_image(h), _as_image(x), weight[..., None, None], bias,
-        [0, 0], [1, 1], [1, 1], 1, "add", None, None, [], None,
-    )  # fmt: skip
+        _as_image(h),  # other: the output, added into
+        _as_image(x),  # X
+        weight[..., None, None],  # W
+        bias,  # B
+        [0, 0],  # padding
+        [1, 1],  # stride
+        [1, 1],  # dilation
+        1,  # groups
+        "add",  # binary_attr
+        None,  # alpha
+        None,  # unary_attr
+        [],  # unary_scalars
+        None,  # unary_algorithm
+    )
+
+
+def _convolution_weight_gradient(g, a, weight):
+    """Gradients of the weight and bias of a layer ``a @ weight.T + bias``
+    whose output has the gradient ``g``, as those of a 1x1 convolution over
+    the points: oneDNN reads both (points, features) operands as they are,
+    as channels-last images, where its linear would need a transposed copy
+    of ``g``."""
+    _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        _as_image(g),  # grad_output
+        _as_image(a),  # input
+        weight[..., None, None],  # weight
+        [weight.shape[0]],  # bias_sizes
+        [1, 1],  # stride
+        [0, 0],  # padding
+        [1, 1],  # dilation
+        False,  # transposed
+        [0, 0],  # output_padding
+        1,  # groups
+        [False, True, True],  # output_mask: the weight's and the bias's gradients
+    )
+    return grad_weight.view(weight.shape), grad_bias
+
+
+def _as_image(t):
+    """(points, features) as a (1, features, points, 1) channels-last image, no copy."""
+    return t.view(1, t.shape[0], 1, t.shape[1]).permute(0, 3, 1, 2)
 
 
 # Dropout draws 16 random bits a unit, four from each 64-bit integer, and
-# zeroes the units whose bits fall below a threshold: a 4096-point tile took
-# 1.1 ms against 3.9 ms for F.dropout, which draws a float a unit and scales
-# in a second pass. The POWER training step with dropout 0.1 in both networks
-# took 605 ms, against 777 ms with a float drawn a unit and 505 ms without
-# dropout (medians of 12 interleaved rounds, Zen 4). The rate is rounded to a
-# multiple of 2**-16.
+# zeroes the units whose bits fall below a threshold, which is several times
+# faster than drawing and scaling a float a unit as F.dropout does. The rate
+# is rounded to a multiple of 2**-16.
 _DROPOUT_BITS = 16
 
 
@@ -306,15 +373,22 @@ def _drop_(r, rate):
     r.masked_fill_(bits < _dropout_threshold(rate) - 2**15, 0)
 
 
-def _product_weights(weights, dtype, rates):
-    """Each block's (W1, b1, W2, b2) in the products' dtype, with W2 scaled by
-    :func:`_survivor_scale` where the block has dropout (before the cast, so
-    that a bfloat16 weight is rounded once)."""
-    scales = {4 * i + 2: _survivor_scale(rate) for i, rate in enumerate(rates) if rate > 0}
-    return [(w * scales[k] if k in scales else w).to(dtype) for k, w in enumerate(weights)]
+def _product_weights(blocks, dtype, rates) -> list[_BlockLayers]:
+    """Each block's layers in the products' dtype, with the second weight
+    scaled by :func:`_survivor_scale` where the block has dropout (before
+    the cast, so that a bfloat16 weight is rounded once)."""
+    cast = []
+    for (first_weight, first_bias, second_weight, second_bias), rate in zip(
+        blocks, rates, strict=True
+    ):
+        if rate > 0:
+            second_weight = second_weight * _survivor_scale(rate)
+        layers = (first_weight, first_bias, second_weight, second_bias)
+        cast.append(_BlockLayers(*(t.to(dtype) for t in layers)))
+    return cast
 
 
-def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_grad):
+def _backward_tiles(grad_out, inputs, tiles, dtype, rates, activation, needs_grad):
     """Gradients of every input from the saved activations, tile by tile.
 
     A block with dropout saved its ReLU output after dropout: it is positive
@@ -322,31 +396,28 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_gra
     backward on it applies the dropout mask too, and the mask needs no
     memory of its own.
     """
-    x, context, x_weight, w_out, _, *weights = inputs
-    weights = _product_weights(weights, dtype, rates)
+    x, context, x_weight, w_out, _, *layers = inputs
+    blocks = _product_weights(_per_block(layers), dtype, rates)
     act_backward_ = _KERNEL_ACTIVATIONS[activation][1]  # in place, on fresh products
-    # The input gradients' products go through oneDNN too: where torch's
-    # BLAS runs only AVX2 code (MKL on AMD) it is twice as fast.
-    transposed = [w.t() if w.dim() == 2 else None for w in weights]
     grads = [torch.zeros_like(t) for t in inputs]
-    grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_weights = grads
-    per_tile = len(weights) // 2 + 1
-    for k, (rows, cols) in enumerate(_tiles(*x.shape, context.shape[-1], TILE_BYTES)):
-        activations = saved[k * per_tile : (k + 1) * per_tile]
+    grad_x, grad_context, grad_x_weight, grad_w_out, grad_b_out, *grad_layers = grads
+    grad_blocks = _per_block(grad_layers)
+    tile_slices = _tiles(*x.shape, context.shape[-1], TILE_BYTES)
+    for (rows, cols), tile in zip(tile_slices, tiles, strict=True):
         g_out = grad_out[rows, cols].reshape(-1)
-        a = activations[-1]
-        grad_w_out.addmm_(g_out.unsqueeze(0), a)
+        grad_w_out.addmm_(g_out.unsqueeze(0), tile.last)
         grad_b_out.add_(g_out.sum())
-        g = act_backward_(torch.outer(g_out, w_out[0]), a)
-        for i in reversed(range(0, len(weights), 4)):
-            a, r = activations[i // 2], activations[i // 2 + 1]
-            # Each weight gradient follows the ReLU backward that has just
-            # read its activation, so that it finds the activation in cache.
+        g = act_backward_(torch.outer(g_out, w_out[0]), tile.last)
+        for block, grad_block, (a, r) in zip(
+            reversed(blocks), reversed(grad_blocks), reversed(tile.blocks), strict=True
+        ):
+            # Each weight gradient follows the activation backward that has
+            # just read its activation, so that it finds the activation in cache.
             g_low = g.to(dtype)
-            g_r = act_backward_(_product(g_low, transposed[i + 2]), r)
-            _accumulate(grad_weights[i + 2], grad_weights[i + 3], g_low, r, weights[i + 2])
-            g_a = act_backward_(_product(g_r, transposed[i]), a)
-            _accumulate(grad_weights[i], grad_weights[i + 1], g_r, a, weights[i])
+            g_r = act_backward_(_product(g_low, block.second_weight.t()), r)
+            _accumulate(grad_block.second_weight, grad_block.second_bias, g_low, r)
+            g_a = act_backward_(_product(g_r, block.first_weight.t()), a)
+            _accumulate(grad_block.first_weight, grad_block.first_bias, g_r, a)
             g.add_(g_a)
         points = x[rows, cols]
         grad_x_weight.addmv_(g.t(), points.reshape(-1))
@@ -354,64 +425,45 @@ def _backward_tiles(grad_out, inputs, saved, dtype, rates, activation, needs_gra
         grad_context[rows] += g.sum(1)
         if needs_grad[0]:
             grad_x[rows, cols] = g @ x_weight
-    for i, rate in enumerate(rates):  # the products took W2 times the survivors' scale
-        if rate > 0:
-            grad_weights[4 * i + 2].mul_(_survivor_scale(rate))
+    for grad_block, rate in zip(grad_blocks, rates, strict=True):
+        if rate > 0:  # the products took W2 times the survivors' scale
+            grad_block.second_weight.mul_(_survivor_scale(rate))
     return [grad if need else None for grad, need in zip(grads, needs_grad, strict=True)]
 
 
-def _product(a, weight, bias=None):
-    """``a @ weight.T + bias`` by oneDNN."""
-    return _LINEAR(a, weight, bias, "none", [], "")
-
-
-def _accumulate(grad_weight, grad_bias, g, a, weight):
+def _accumulate(grad_weight, grad_bias, g, a):
     """``grad_weight += g.T @ a`` and ``grad_bias += g.sum(0)`` for a layer
     ``a @ weight.T + bias`` and the gradient ``g`` of its output.
 
-    In float32 the product goes to oneDNN as the weight gradient of a 1x1
-    convolution over the points: oneDNN's linear would need a transposed
-    copy of ``g``, but its convolution reads both (points, features)
-    operands as they are, as channels-last images. With the operands in
-    cache it took 0.45 ms for a 4096-point tile against 0.8 ms in torch's
-    BLAS (MKL on AMD, AVX2 only), but 1.1 ms with both read from main memory,
-    hence the order of the backward pass; there the step was 1.16x faster
-    than with MKL (paired runs on a Zen 5). In bfloat16 torch's matmul goes
-    to oneDNN already, and was faster than the convolution.
+    In float32 by oneDNN's convolution (:func:`_convolution_weight_gradient`);
+    in bfloat16 torch's matmul goes to oneDNN already, and was faster.
     """
     if g.dtype != torch.float32:
         grad_weight.add_(g.t() @ a)
         grad_bias.add_(g.sum(0))
         return
-    _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-        _as_image(g), _as_image(a), weight[..., None, None], [weight.shape[0]],
-        [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, True],
-    )  # fmt: skip
-    grad_weight.add_(grad_w.view_as(grad_weight))
-    grad_bias.add_(grad_b)
-
-
-def _as_image(t):
-    """(points, features) as a (1, features, points, 1) channels-last image, no copy."""
-    return t.view(1, t.shape[0], 1, t.shape[1]).permute(0, 3, 1, 2)
+    weight_step, bias_step = _convolution_weight_gradient(g, a, grad_weight)
+    grad_weight.add_(weight_step)
+    grad_bias.add_(bias_step)
 
 
 class _FusedEnergy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dtype, rates, activation, *inputs):
-        out, saved = _forward_tiles(inputs, dtype, rates, activation, keep=True)
-        ctx.save_for_backward(*inputs, *saved)
-        ctx.n_inputs, ctx.dtype, ctx.rates, ctx.activation = len(inputs), dtype, rates, activation
+        out, tiles = _forward_tiles(inputs, dtype, rates, activation, keep=True)
+        ctx.save_for_backward(*inputs)
+        # Intermediate activations live on ctx; backward drops them at once,
+        # so they do not outlive the step with the graph.
+        ctx.tiles, ctx.dtype, ctx.rates, ctx.activation = tiles, dtype, rates, activation
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        tensors = ctx.saved_tensors
-        inputs, saved = tensors[: ctx.n_inputs], tensors[ctx.n_inputs :]
+        inputs, tiles, ctx.tiles = ctx.saved_tensors, ctx.tiles, None
         with torch.autocast("cpu", enabled=False):
             grads = _backward_tiles(
-                grad_out, inputs, saved, ctx.dtype, ctx.rates, ctx.activation,
+                grad_out, inputs, tiles, ctx.dtype, ctx.rates, ctx.activation,
                 ctx.needs_input_grad[3:],
             )  # fmt: skip
         return (None, None, None, *grads)
