@@ -1,67 +1,23 @@
 """AEMDensity: the scikit-learn face of the Autoregressive Energy Machine."""
 
-import copy
 import warnings
+from dataclasses import fields
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 
-from . import collective
-from ._device import resolve_device, seeded
-from .inference import conditional_log_densities, sample_rows
-from .model import AEM
+from . import backend, collective
+from .backend import MAX_SEED, FitInterrupted, FittedState
 from .nn import ACTIVATIONS
-from .proposal import UniformProposal, make_proposal
-from .training import TrainingConfig, train
 
-_MAX_SEED = 2**31 - 1
-# early_stopping="auto" holds out validation rows where training passes over
-# the rows this many times or more, and at least this many rows would be
-# held out. At the defaults the networks overfit small data sets: wine (124
-# training rows, 400 passes) scored -22.28 on its test rows against -7.95 on
-# its training rows, and -14.73 with early stopping; iris -4.07 and -3.26;
-# 1,000 checkerboard rows (102 passes) -3.94 and -3.69. It cost on others:
-# breast cancer (398 rows, 257 passes) -3.12 and -4.15, diabetes (a binary
-# column) -7.28 and -9.15; and at 3,000 checkerboard rows (34 passes) -3.66
-# and -3.79 (docs/user_guide/parameters.rst has the whole comparison).
-_AUTO_EARLY_STOPPING_PASSES = 100
-_AUTO_EARLY_STOPPING_ROWS = 10
-# max_iter="auto": this many passes over the training rows, at least
-# _AUTO_MIN_STEPS and at most _AUTO_STEP_BUDGET / n_features steps (a step
-# costs about n_features times a 1-D step: a few minutes on two CPU cores).
-# Short runs left the AEM below its peers (benchmarks/quality.py); small data
-# sets are guarded by early stopping rather than by few steps.
-_AUTO_PASSES = 50
-_AUTO_MIN_STEPS = 1000
-_AUTO_STEP_BUDGET = 10000
 # Below this many rows fit warns that a density network overfits: on scikit-learn's
 # wine (106 training rows) and breast_cancer (341) the default AEM scored far
 # below a tuned KernelDensity (benchmarks/results_quality.txt).
 _FEW_ROWS = 500
-# Parameters fixed in the networks and the scaling when they are built; a
-# warm start keeps them.
-_MODEL_PARAMS = (
-    "hidden_features",
-    "n_blocks",
-    "context_features",
-    "energy_hidden_features",
-    "energy_n_blocks",
-    "activation",
-    "energy_activation",
-    "dropout",
-    "energy_dropout",
-    "energy_base",
-    "proposal",
-    "n_components",
-    "min_scale",
-    "uniform_bounds",
-    "standardize",
-)
 # Parameters that leave the trained networks as they are: how a fitted model
 # scores or samples, and the controls of caching and warm starts.
 _PARAMS_OUTSIDE_TRAINING = {
@@ -73,14 +29,42 @@ _PARAMS_OUTSIDE_TRAINING = {
     "memory",
     "warm_start",
 }
+# The estimator's fitted attribute for each field of the backend's FittedState.
+_FITTED_ATTRIBUTES = {
+    "model": "model_",
+    "mean": "mean_",
+    "scale": "scale_",
+    "data_min": "data_min_",
+    "data_max": "data_max_",
+    "seed": "_seed_",
+    "scoring_seed": "scoring_seed_",
+    "model_params": "_model_params_",
+    "early_stopping": "do_early_stopping_",
+    "n_iter": "n_iter_",
+    "eval_steps": "eval_steps_",
+    "train_scores": "train_scores_",
+    "validation_scores": "validation_scores_",
+    "best_validation_score": "best_validation_score_",
+    "resume_point": "_resume_point_",
+}
 
 
-class _Interrupted(Exception):
-    """An interrupted fit's state: raised, so that ``memory`` does not cache it."""
+def fitted_state(estimator) -> FittedState:
+    """The backend's view of a fitted estimator's networks, scaling and curves.
 
-    def __init__(self, state: dict):
-        super().__init__("training was interrupted")
-        self.state = state
+    Attributes that a model pickled by an earlier release lacks are None.
+    """
+    return FittedState(
+        **{
+            f.name: getattr(estimator, _FITTED_ATTRIBUTES[f.name], None)
+            for f in fields(FittedState)
+        }
+    )
+
+
+def _set_fitted_state(estimator, state: FittedState) -> None:
+    for name, attribute in _FITTED_ATTRIBUTES.items():
+        setattr(estimator, attribute, getattr(state, name))
 
 
 def _feature_names(estimator) -> list[str]:
@@ -102,49 +86,6 @@ def _warn_if_few_rows(n_samples: int) -> None:
         )
 
 
-def _fit_networks(training_params: dict, X: np.ndarray, seed: int) -> dict:
-    """Train from scratch; a pure function of its arguments, so it can be cached."""
-    estimator = AEMDensity(**training_params)
-    estimator.n_features_in_ = X.shape[1]
-    history = estimator._train(X, seed, continuing=False)
-    state = {k: v for k, v in vars(estimator).items() if k.endswith("_")}
-    if history.interrupted:
-        raise _Interrupted(state)
-    return state
-
-
-def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column minima and maxima, over all processes when training data-parallel."""
-    low, high = X.min(axis=0), X.max(axis=0)
-    group = collective.active()
-    if group is None:
-        return low, high
-    return group.min(low), group.max(high)
-
-
-def _column_moments(
-    X: np.ndarray, low: np.ndarray, high: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations, over all processes when data-parallel.
-
-    ``low`` and ``high`` are the columns' ranges. The moments are taken in
-    float64 on each column divided by its largest magnitude, so that squares
-    neither overflow (data near 1e200, or 1e30 in float32) nor underflow to a
-    zero deviation (data near 1e-300), whatever the data's units.
-    """
-    unit = np.maximum(np.abs(low), np.abs(high)).astype(np.float64)
-    unit[unit == 0] = 1.0
-    X = np.asarray(X, dtype=np.float64) / unit
-    group = collective.active()
-    if group is None:
-        return X.mean(axis=0) * unit, X.std(axis=0) * unit
-    n_rows = group.sum([X.shape[0]])[0]
-    mean = group.sum(X.sum(axis=0)) / n_rows
-    # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
-    variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
-    return mean * unit, np.sqrt(variance) * unit
-
-
 def _changed_params(built: dict, current: dict) -> list[str]:
     """Names of the parameters whose value differs between the two dicts."""
 
@@ -154,32 +95,6 @@ def _changed_params(built: dict, current: dict) -> list[str]:
         return np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
 
     return [name for name in built if not same(built[name], current[name])]
-
-
-def _check_float32_range(z: np.ndarray) -> None:
-    """Raise unless the scaled training data ``z`` fits in float32, the
-    networks' precision: beyond it they would see infinities and the loss too."""
-    outside = np.flatnonzero(np.abs(z).max(axis=0) > np.finfo(np.float32).max)
-    if outside.size:
-        raise ValueError(
-            f"Feature(s) {outside.tolist()} of X exceed float32's range (3.4e38) "
-            "after scaling, and the networks compute in float32. Use "
-            "standardize=True or rescale X."
-        )
-
-
-def _check_inside_box(X: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-    """Raise unless X lies in the uniform proposal's box ``[low, high]`` (units
-    of X), outside which the model's density is zero: the loss would be infinite."""
-    data_low, data_high = _column_range(X)
-    slack = 1e-6 * (high - low)  # the box's round trip through float32
-    outside = np.flatnonzero((data_low < low - slack) | (data_high > high + slack))
-    if outside.size:
-        raise ValueError(
-            "the training data must lie inside the uniform proposal's box "
-            "(uniform_bounds, or the first fit's range widened by 5%); column(s) "
-            f"{outside.tolist()} have values outside it."
-        )
 
 
 class AEMDensity(DensityMixin, BaseEstimator):
@@ -577,27 +492,33 @@ class AEMDensity(DensityMixin, BaseEstimator):
         )
         if continuing:
             self._check_model_params_unchanged()
+            state = fitted_state(self)
+            if state.seed is None:  # pickled before the seed was kept
+                state.seed = int(check_random_state(self.random_state).randint(MAX_SEED))
             # The first fit's seed: the same rows held out, so validation stays unseen.
-            self._train(X, getattr(self, "_seed_", self.random_state), continuing=True)
+            self._fit_backend(self.get_params(), X, state.seed, state)
             return self
         self._check_width(X.shape[1])
         _warn_if_few_rows(X.shape[0])
-        seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
-        group = collective.active()
-        if group is not None:  # one model across processes: rank 0's seed
-            seed = group.broadcast_int(seed)
+        seed = int(check_random_state(self.random_state).randint(MAX_SEED))
+        seed = backend.shared_seed(seed)  # one model across processes: rank 0's seed
         params = self.get_params()
         training_params = {  # subclasses add scoring-side parameters of their own
             k: params[k] for k in AEMDensity._get_param_names() if k not in _PARAMS_OUTSIDE_TRAINING
         }
         # A cache hit on some processes only would leave the others waiting.
-        memory = check_memory(None if group is not None else self.memory)
-        try:
-            state = memory.cache(_fit_networks)(training_params, X, seed)
-        except _Interrupted as interrupted:  # the model so far, not cached
-            state = interrupted.state
-        self.__dict__.update(state)
+        memory = check_memory(None if collective.active() is not None else self.memory)
+        self._fit_backend(training_params, X, seed, None, memory.cache(backend.fit_networks))
         return self
+
+    def _fit_backend(self, params, X, seed, state, fit_networks=backend.fit_networks):
+        """Train through the backend and keep what it returns, an interrupted
+        run included (which the cache does not keep)."""
+        try:
+            state = fit_networks(params, X, seed, state)
+        except FitInterrupted as interrupted:
+            state = interrupted.state
+        _set_fitted_state(self, state)
 
     def _check_model_params_unchanged(self):
         # Models pickled before this check have no record and are not checked.
@@ -623,224 +544,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 f"Set hidden_features to at least {needed}."
             )
 
-    def _train(self, X, random_state, continuing):
-        """Train (from scratch unless ``continuing``) and record; returns the TrainingHistory."""
-        device = resolve_device(self.device)
-        rng = check_random_state(random_state)
-        if not continuing:
-            self._set_scaling(X)
-            self._seed_ = random_state
-        self.do_early_stopping_ = self._early_stopping_for(X.shape[0])
-        x_train, x_valid = self._split(X, rng)
-        init_seed, train_seed = rng.randint(_MAX_SEED, size=2)
-        group = collective.active()
-        rank = 0 if group is None else group.rank
-        with seeded(int(init_seed), device):
-            if not continuing:
-                self.model_ = self._build_model(X)
-                params = self.get_params()
-                self._model_params_ = {name: params[name] for name in _MODEL_PARAMS}
-                self.scoring_seed_ = int(rng.randint(_MAX_SEED))
-                self.n_iter_ = 0
-                self._reset_curves()
-            proposal = self.model_.proposal
-            if isinstance(proposal, UniformProposal):  # its box, in the units of X
-                low, high = (
-                    t.double().cpu().numpy() * self.scale_ + self.mean_
-                    for t in (proposal.low, proposal.high)
-                )
-                _check_inside_box(X, low, high)
-            self.model_.to(device)
-            train_tensor = self._to_tensor(x_train, device, training=True)
-            if not continuing:  # from the training rows only: validation stays unseen
-                self.model_.initialize_proposal(train_tensor)
-            history = train(
-                self.model_,
-                train_tensor,
-                None if x_valid is None else self._to_tensor(x_valid, device, training=True),
-                self._training_config(self._max_iter_for(X.shape[0])),
-                # Each process, and each later cycle of a warm start, its own batches.
-                torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * self.n_iter_),
-                step_offset=self.n_iter_,
-                group=group,
-                resume=getattr(self, "_resume_point_", None) if continuing else None,
-            )
-        self._resume_point_ = history.resume_point
-        self._record(history)
-        return history
-
-    def _set_scaling(self, X):
-        low, high = _column_range(X)
-        constant = np.flatnonzero(high == low)
-        if constant.size:
-            raise ValueError(
-                f"AEMDensity cannot model constant features (column(s) "
-                f"{constant.tolist()}): their density is a point mass. Remove them, "
-                "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
-            )
-        self.data_min_, self.data_max_ = low, high
-        if self.standardize:
-            self.mean_, self.scale_ = _column_moments(X, low, high)
-        else:
-            self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
-
-    def _early_stopping_for(self, n_samples: int) -> bool:
-        """Whether a fit on ``n_samples`` rows holds out validation rows."""
-        if self.early_stopping != "auto":
-            return bool(self.early_stopping)
-        passes = self._max_iter_for(n_samples) * min(self.batch_size, n_samples) / n_samples
-        n_valid = self._n_validation_rows(n_samples)
-        auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
-        group = collective.active()
-        if group is not None:  # the processes must all validate, or none: rank 0 decides
-            auto = bool(group.broadcast_int(int(auto)))
-        return auto
-
-    def _max_iter_for(self, n_samples: int) -> int:
-        """Optimisation steps of a fit on ``n_samples`` rows (resolves "auto")."""
-        if self.max_iter != "auto":
-            return self.max_iter
-        steps = _AUTO_PASSES * n_samples / min(self.batch_size, n_samples)
-        most = max(_AUTO_MIN_STEPS, _AUTO_STEP_BUDGET // self.n_features_in_)
-        return int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
-
-    def _n_validation_rows(self, n_samples: int) -> int:
-        return max(1, round(self.validation_fraction * n_samples))
-
-    def _split(self, X, rng):
-        if not self.do_early_stopping_:
-            return X, None
-        n_valid = self._n_validation_rows(X.shape[0])
-        if X.shape[0] - n_valid < 2:
-            raise ValueError(
-                f"early_stopping with validation_fraction={self.validation_fraction} "
-                f"leaves fewer than 2 training rows out of n_samples={X.shape[0]}."
-            )
-        perm = rng.permutation(X.shape[0])
-        return X[perm[n_valid:]], X[perm[:n_valid]]
-
-    def _build_model(self, X):
-        n_features = X.shape[1]
-        low = high = None
-        if self.proposal == "uniform":
-            low, high = self._uniform_box(X)
-        proposal = make_proposal(self.proposal, self.n_components, self.min_scale, low, high)
-        return AEM(
-            n_features,
-            proposal,
-            hidden_features=self.hidden_features,
-            n_blocks=self.n_blocks,
-            context_features=self.context_features,
-            energy_hidden_features=self.energy_hidden_features,
-            energy_n_blocks=self.energy_n_blocks,
-            activation=self.activation,
-            energy_activation=self.energy_activation,
-            dropout=self.dropout,
-            energy_dropout=self.energy_dropout,
-            energy_base=self.energy_base,
-        )
-
-    def _uniform_box(self, X):
-        n_features = X.shape[1]
-        if self.uniform_bounds is None:
-            low, high = _column_range(X)
-            margin = 0.05 * (high - low)
-            low, high = low - margin, high + margin
-        else:
-            bounds = np.asarray(self.uniform_bounds, dtype=np.float64)
-            if bounds.shape == (2,):  # one interval for every feature
-                bounds = np.repeat(bounds[:, None], n_features, axis=1)
-            if (
-                bounds.shape != (2, n_features)
-                or not np.all(np.isfinite(bounds))
-                or not np.all(bounds[0] < bounds[1])
-            ):
-                raise ValueError(
-                    "uniform_bounds must be finite, of shape (2,) or (2, n_features) "
-                    f"with lower bounds below upper bounds; got {self.uniform_bounds!r}."
-                )
-            low, high = bounds
-        return (
-            torch.as_tensor((low - self.mean_) / self.scale_, dtype=torch.float32),
-            torch.as_tensor((high - self.mean_) / self.scale_, dtype=torch.float32),
-        )
-
-    def _training_config(self, max_iter: int):
-        return TrainingConfig(
-            max_iter=max_iter,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            warmup_steps=self.warmup_steps,
-            n_importance_samples=self.n_importance_samples,
-            include_data=self.normalizer_includes_data,
-            defensive_fraction=self.defensive_fraction,
-            stratified=self.importance_sampling == "stratified",
-            precision=self.precision,
-            cuda_graph=True,  # replays each step from a CUDA graph on GPUs
-            eval_interval=self.eval_interval,
-            n_iter_no_change=self.n_iter_no_change if self.do_early_stopping_ else None,
-            validation_seed=self.scoring_seed_,
-            verbose=self.verbose,
-        )
-
-    def _reset_curves(self):
-        self.eval_steps_ = np.zeros(0, dtype=int)
-        self.train_scores_ = np.zeros(0)
-        self.validation_scores_ = np.zeros(0) if self.do_early_stopping_ else None
-        self.best_validation_score_ = None
-
-    def _record(self, history):
-        log_det = self._log_jacobian()
-        steps = self.n_iter_ + np.asarray(history.steps, dtype=int)
-        self.eval_steps_ = np.concatenate([self.eval_steps_, steps])
-        train_scores = np.asarray(history.train_scores) - log_det
-        self.train_scores_ = np.concatenate([self.train_scores_, train_scores])
-        if self.do_early_stopping_:
-            scores = np.asarray(history.validation_scores) - log_det
-            previous = np.zeros(0) if self.validation_scores_ is None else self.validation_scores_
-            self.validation_scores_ = np.concatenate([previous, scores])
-            if history.best_step in history.steps:
-                best = scores[history.steps.index(history.best_step)]
-                self.best_validation_score_ = float(best)
-            self._warn_if_below_proposal(history.proposal_validation_score, log_det)
-        self.n_iter_ += history.n_iter
-
-    def _warn_if_below_proposal(self, proposal_score, log_det):
-        """Warn where the held-out rows score lower under the AEM than under its proposal."""
-        if proposal_score is None or self.best_validation_score_ is None:
-            return
-        proposal_score -= log_det
-        if self.best_validation_score_ < proposal_score:
-            warnings.warn(
-                f"On the held-out validation rows the AEM scored "
-                f"{self.best_validation_score_:.4f}, below its own proposal's "
-                f"{proposal_score:.4f}: the energy network has not improved on the "
-                "proposal. Train longer (max_iter), or use density='proposal'.",
-                UserWarning,
-                stacklevel=4,
-            )
-
     # ---------------------------------------------------------------- score
-    def _log_jacobian(self):
-        return float(np.log(self.scale_).sum())
-
-    def _to_tensor(self, X, device, training=False):
-        z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        if training:  # scoring maps values beyond float32 to a density of zero
-            _check_float32_range(z)
-        return torch.as_tensor(z, dtype=torch.float32, device=device)
-
     def _check_fitted_and_params(self):
         # Scoring parameters may change after fit (set_params, grid searches
         # over them), so they are checked again where they are used.
         check_is_fitted(self)
         self._validate_params()
-
-    def _inference_model(self):
-        device = resolve_device(self.device, strict=False)
-        if next(self.model_.parameters()).device != device:
-            self.model_.to(device)
-        return self.model_, device
 
     def score_samples_per_feature(self, X):
         """Log-density of each conditional, ``log p(x_d | x_<d)``.
@@ -859,23 +568,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         """
         self._check_fitted_and_params()
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        model, device = self._inference_model()
-        terms = conditional_log_densities(
-            model,
-            self._to_tensor(X, device),
-            self.n_eval_importance_samples,
-            self.scoring_seed_,
-            self.density,
-            self.normalizer_includes_data,
-            self.defensive_fraction,
-            (self.kde_bandwidth, self.kde_proposal_weight),
-            stratified=self.importance_sampling == "stratified",
-            precision=self.precision,
-        )
-        terms = terms.double().cpu().numpy() - np.log(self.scale_)
-        # A NaN can only come from float overflow on inputs far outside the
-        # data, whose density is zero to working precision.
-        terms[np.isnan(terms)] = -np.inf
+        terms = backend.log_density_terms(fitted_state(self), X, self.get_params())
         n_zero = int(np.isneginf(terms).any(axis=1).sum())
         if n_zero:
             warnings.warn(
@@ -943,27 +636,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
         self._check_fitted_and_params()
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
-        seed = int(check_random_state(random_state).randint(_MAX_SEED))
-        model, device = self._inference_model()
-        z = sample_rows(
-            model,
-            int(n_samples),
-            self.n_sampling_proposals,
-            seed,
-            resample=self.density != "proposal",
-            defensive_fraction=self.defensive_fraction,
-            kde=(self.kde_bandwidth, self.kde_proposal_weight) if self.density == "kde" else None,
-            precision=self.precision,
-        )
-        return z.double().cpu().numpy() * self.scale_ + self.mean_
+        seed = int(check_random_state(random_state).randint(MAX_SEED))
+        return backend.draw_rows(fitted_state(self), int(n_samples), seed, self.get_params())
 
     # --------------------------------------------------------------- pickle
     def __getstate__(self):
         state = self.__dict__.copy()
-        if "model_" in state:
-            state["model_"] = copy.deepcopy(self.model_).cpu()
-        if state.get("_resume_point_") is not None:
-            state["_resume_point_"] = self._resume_point_.cpu()
+        if "model_" in state:  # the networks and Adam's state on the CPU
+            portable = fitted_state(self).portable()
+            state["model_"], state["_resume_point_"] = portable.model, portable.resume_point
         return state
 
     def __sklearn_tags__(self):

@@ -11,6 +11,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._estimator import fitted_state
 from .normalizers import (
     importance_noise,
     importance_samples,
@@ -157,7 +158,7 @@ def normalizer_calibration(
     if include_data is None:
         include_data = estimator.normalizer_includes_data
     model = copy.deepcopy(estimator.model_).cpu().double().eval()
-    x = estimator._to_tensor(X, "cpu").double()
+    x = fitted_state(estimator).to_networks(X, "cpu").double()
     with torch.no_grad():
         params, context = model.conditionals(x)
     log_z = _quadrature(model, params, context, features, rtol)

@@ -10,6 +10,7 @@ import torch
 from scipy.integrate import IntegrationWarning, quad
 
 from skaem import AEMDensity, normalizer_calibration
+from skaem._estimator import fitted_state
 
 
 def test_calibration_recovers_a_known_normalizer(tiny):
@@ -44,7 +45,9 @@ def test_quadrature_agrees_with_scipy_and_errors_shrink_with_samples(tiny, gauss
     )
     model = copy.deepcopy(aem.model_).cpu().double()
     with torch.no_grad():
-        params, context = model.conditionals(aem._to_tensor(gaussian_2d[:1], "cpu").double())
+        params, context = model.conditionals(
+            fitted_state(aem).to_networks(gaussian_2d[:1], "cpu").double()
+        )
 
         @torch.no_grad()
         def density(t):

@@ -14,7 +14,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skaem import AEMDensity
+from skaem import AEMDensity, backend
+from skaem._estimator import fitted_state
 
 COV = np.array([[1.0, 0.8], [0.8, 1.0]])
 
@@ -185,15 +186,14 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
     ],
 )
 def test_auto_max_iter_scales_with_rows_and_features(n_samples, n_features, batch_size, expected):
-    aem = AEMDensity(batch_size=batch_size)
-    aem.n_features_in_ = n_features
-    assert aem._max_iter_for(n_samples) == expected
-    assert AEMDensity(max_iter=7)._max_iter_for(n_samples) == 7
+    params = AEMDensity(batch_size=batch_size).get_params()
+    assert backend.max_iter_for(params, n_samples, n_features) == expected
+    assert backend.max_iter_for({**params, "max_iter": 7}, n_samples, n_features) == 7
 
 
 def test_auto_max_iter_sets_the_steps_a_fit_runs(tiny, gaussian_2d):
     aem = AEMDensity(**{**tiny, "max_iter": "auto"}, early_stopping=False, random_state=0)
-    with mock.patch("skaem._estimator._AUTO_MIN_STEPS", 30):
+    with mock.patch("skaem.backend._AUTO_MIN_STEPS", 30):
         aem.fit(gaussian_2d[:100])  # 50 passes of 100-row batches: 50 steps
     assert aem.n_iter_ == 50
 
@@ -328,7 +328,7 @@ def test_validation_scores_fixed_rows_with_more_samples_than_training(tiny, gaus
 
     config = training.TrainingConfig(max_iter=1, n_importance_samples=20, max_validation_rows=30)
     aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
-    x_valid = aem._to_tensor(gaussian_2d[:100], "cpu")
+    x_valid = fitted_state(aem).to_networks(gaussian_2d[:100], "cpu")
     with mock.patch.object(training, "conditional_log_densities", recording):
         first = training.validation_rows(aem.model_, x_valid, config, warmup=False).mean()
         again = training.validation_rows(aem.model_, x_valid, config, warmup=False).mean()

@@ -37,16 +37,16 @@ def test_grid_search_over_scoring_parameters_trains_once_per_fold(
 ):
     from sklearn.model_selection import GridSearchCV
 
-    import skaem._estimator as estimator_module
+    import skaem.backend as backend_module
 
     trainings = []
-    real_train = estimator_module.train
+    real_train = backend_module.train
 
     def counting_train(*args, **kwargs):
         trainings.append(1)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(estimator_module, "train", counting_train)
+    monkeypatch.setattr(backend_module, "train", counting_train)
     grid = {"kde_bandwidth": [0.05, 0.1, 0.2], "kde_proposal_weight": [0.05, 0.2]}
     aem = AEMDensity(**tiny, density="kde", random_state=0, memory=str(tmp_path))
     search = GridSearchCV(aem, grid, cv=2).fit(gaussian_2d)

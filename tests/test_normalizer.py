@@ -9,6 +9,7 @@ import torch
 from conftest import TINY
 
 from skaem import AEMDensity
+from skaem._estimator import fitted_state
 from skaem.model import AEM
 from skaem.normalizers import (
     importance_log_density,
@@ -52,7 +53,7 @@ def is_log_z(model, params, context, n_samples, seed, fraction=0.1):
 def test_is_normalizer_matches_numerical_integration_of_learned_conditionals(trained):
     aem, X = trained
     model = copy.deepcopy(aem.model_).cpu().double()
-    x = aem._to_tensor(X[:5], "cpu").double()
+    x = fitted_state(aem).to_networks(X[:5], "cpu").double()
     params, context = model.conditionals(x)
     for row in range(5):
         for d in range(2):

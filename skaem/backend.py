@@ -1,0 +1,606 @@
+"""The backend's entry points: fit, score and sample an AEM on numpy rows.
+
+The estimators (:mod:`skaem._estimator`) hold parameters, validation and the
+scikit-learn contract, and delegate here. This module knows nothing of
+scikit-learn: it takes the estimator's parameters as a plain dict, already
+validated, and owns what lies between numpy rows and the torch modules: the
+scaling to the networks' units, devices, seeds, the processes of a
+data-parallel fit, and copies fit to pickle. A fit's result is a
+:class:`FittedState`.
+"""
+
+import copy
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from . import collective
+from ._device import resolve_device, seeded
+from .inference import conditional_log_densities, sample_rows
+from .model import AEM
+from .proposal import UniformProposal, make_proposal
+from .training import ResumePoint, TrainingConfig, train
+
+MAX_SEED = 2**31 - 1
+# early_stopping="auto" holds out validation rows where training passes over
+# the rows this many times or more, and at least this many rows would be
+# held out: at the defaults the networks overfit small data sets, and early
+# stopping cost more than it saved at fewer passes
+# (docs/user_guide/parameters.rst has the comparison).
+_AUTO_EARLY_STOPPING_PASSES = 100
+_AUTO_EARLY_STOPPING_ROWS = 10
+# max_iter="auto": this many passes over the training rows, at least
+# _AUTO_MIN_STEPS and at most _AUTO_STEP_BUDGET / n_features steps (a step
+# costs about n_features times a 1-D step: a few minutes on two CPU cores).
+# Short runs left the AEM below its peers (benchmarks/quality.py); small data
+# sets are guarded by early stopping rather than by few steps.
+_AUTO_PASSES = 50
+_AUTO_MIN_STEPS = 1000
+_AUTO_STEP_BUDGET = 10000
+# Parameters fixed in the networks and the scaling when they are built; a
+# warm start keeps them.
+MODEL_PARAMS = (
+    "hidden_features",
+    "n_blocks",
+    "context_features",
+    "energy_hidden_features",
+    "energy_n_blocks",
+    "activation",
+    "energy_activation",
+    "dropout",
+    "energy_dropout",
+    "energy_base",
+    "proposal",
+    "n_components",
+    "min_scale",
+    "uniform_bounds",
+    "standardize",
+)
+
+
+@dataclass
+class FittedState:
+    """What a fit leaves: the networks, the scaling between the data's units
+    and theirs, the seeds, the training curves, and what a later fit needs
+    to go on.
+
+    :class:`~skaem.AEMDensity` keeps each field as a fitted attribute
+    (``model_``, ``mean_``, ``n_iter_``, ...).
+
+    Parameters
+    ----------
+    model : AEM
+        The networks (:class:`skaem.model.AEM`).
+    mean, scale : ndarray of shape (n_features,)
+        The networks see a row ``x`` as ``(x - mean) / scale``.
+    data_min, data_max : ndarray of shape (n_features,)
+        The training data's column ranges.
+    seed : int or None
+        The first fit's seed: a warm start holds out the same validation rows.
+    scoring_seed : int
+        Fixes the importance noise of scoring and validation.
+    model_params : dict or None
+        The parameters the networks were built with.
+    early_stopping : bool
+        Whether the last fit held out validation rows.
+    n_iter : int
+        Optimisation steps taken, over every fit.
+    eval_steps, train_scores, validation_scores : ndarray
+        The training curves in the data's units, one entry per evaluation
+        (``validation_scores`` None without early stopping).
+    best_validation_score : float or None
+        The best validation score of the last fit with early stopping.
+    resume_point : ResumePoint or None
+        Optimiser, schedule and batch state, for a warm start to go on.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skaem import AEMDensity, backend
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> params = AEMDensity(hidden_features=16, n_blocks=1, context_features=4,
+    ...                     energy_hidden_features=16, energy_n_blocks=1,
+    ...                     max_iter=10, warmup_steps=5).get_params()
+    >>> state = backend.fit_networks(params, X, seed=0)
+    >>> state.to_networks(X[:3], "cpu").shape
+    torch.Size([3, 2])
+    """
+
+    model: AEM
+    mean: np.ndarray
+    scale: np.ndarray
+    data_min: np.ndarray
+    data_max: np.ndarray
+    seed: int | None
+    scoring_seed: int
+    model_params: dict | None = None
+    early_stopping: bool = False
+    n_iter: int = 0
+    eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    train_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    validation_scores: np.ndarray | None = None
+    best_validation_score: float | None = None
+    resume_point: ResumePoint | None = None
+
+    @property
+    def log_jacobian(self) -> float:
+        """``log |d z / d x|`` of the scaling, which every log-density in the
+        networks' units carries against the data's units."""
+        return float(np.log(self.scale).sum())
+
+    def to_networks(self, X: np.ndarray, device, check_range: bool = False) -> torch.Tensor:
+        """Rows ``X`` (data units) as a float32 tensor in the networks' units.
+
+        ``check_range`` raises where a value leaves float32's range (training
+        data; scoring maps such values to a density of zero instead).
+        """
+        z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        if check_range:
+            _check_float32_range(z)
+        return torch.as_tensor(z, dtype=torch.float32, device=device)
+
+    def to_data(self, z: torch.Tensor) -> np.ndarray:
+        """Rows in the networks' units back in the data's, as float64."""
+        return z.double().cpu().numpy() * self.scale + self.mean
+
+    def portable(self) -> "FittedState":
+        """A copy on the CPU, for pickling, that leaves this state's devices as they are."""
+        resume = None if self.resume_point is None else self.resume_point.cpu()
+        return replace(self, model=copy.deepcopy(self.model).cpu(), resume_point=resume)
+
+
+class FitInterrupted(Exception):
+    """Training stopped by an interrupt; ``state`` holds what it kept."""
+
+    def __init__(self, state: FittedState):
+        super().__init__("training was interrupted")
+        self.state = state
+
+
+def fit_networks(
+    params: dict, X: np.ndarray, seed: int, state: FittedState | None = None
+) -> FittedState:
+    """Train new networks on the rows ``X``, or go on training ``state`` (a warm start).
+
+    A pure function of its arguments when ``state`` is None, so that it can
+    be cached.
+
+    Parameters
+    ----------
+    params : dict
+        :class:`~skaem.AEMDensity`'s parameters (``get_params()``), valid.
+    X : ndarray of shape (n_samples, n_features)
+        Training rows.
+    seed : int
+        Seeds the validation split, the initial weights, the batches and
+        the scoring noise.
+    state : FittedState or None, default=None
+        A fitted state to train on from (modified in place), or None for new
+        networks.
+
+    Returns
+    -------
+    state : FittedState
+        The trained networks and their curves.
+
+    Raises
+    ------
+    FitInterrupted
+        After an interrupt (Ctrl-C); its ``state`` holds the training kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skaem import AEMDensity, backend
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> params = AEMDensity(hidden_features=16, n_blocks=1, context_features=4,
+    ...                     energy_hidden_features=16, energy_n_blocks=1,
+    ...                     max_iter=10, warmup_steps=5).get_params()
+    >>> state = backend.fit_networks(params, X, seed=0)
+    >>> state.n_iter
+    10
+    """
+    continuing = state is not None
+    device = resolve_device(params["device"])
+    rng = np.random.RandomState(seed)
+    early_stopping = _early_stopping_for(params, *X.shape)
+    x_train, x_valid = _split(X, rng, early_stopping, params["validation_fraction"])
+    init_seed, train_seed = rng.randint(MAX_SEED, size=2)
+    group = collective.active()
+    rank = 0 if group is None else group.rank
+    with seeded(int(init_seed), device):
+        if continuing:
+            state.early_stopping = early_stopping
+        else:
+            state = _new_state(params, X, seed, early_stopping)
+            state.scoring_seed = int(rng.randint(MAX_SEED))
+        _check_inside_box(state, X)
+        state.model.to(device)
+        train_tensor = state.to_networks(x_train, device, check_range=True)
+        if not continuing:  # from the training rows only: validation stays unseen
+            state.model.initialize_proposal(train_tensor)
+        history = train(
+            state.model,
+            train_tensor,
+            None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
+            _training_config(params, max_iter_for(params, *X.shape), state),
+            # Each process, and each later cycle of a warm start, its own batches.
+            torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
+            step_offset=state.n_iter,
+            group=group,
+            resume=state.resume_point if continuing else None,
+        )
+    state.resume_point = history.resume_point
+    _record(state, history)
+    if history.interrupted:
+        raise FitInterrupted(state)
+    return state
+
+
+def log_density_terms(state: FittedState, X: np.ndarray, params: dict) -> np.ndarray:
+    """``log p(x_d | x_<d)`` of each row and feature in the data's units.
+
+    Parameters
+    ----------
+    state : FittedState
+        A fit's result.
+    X : ndarray of shape (n_samples, n_features)
+        Rows to score.
+    params : dict
+        The estimator's parameters: ``density`` chooses the AEM's
+        importance-sampling estimate, the AEM-KDE or the proposal, and the
+        scoring parameters (``n_eval_importance_samples``, ...) apply.
+
+    Returns
+    -------
+    terms : ndarray of shape (n_samples, n_features)
+        Rows sum to the log-density; -inf where a value is beyond float range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skaem import AEMDensity, backend
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> params = AEMDensity(hidden_features=16, n_blocks=1, context_features=4,
+    ...                     energy_hidden_features=16, energy_n_blocks=1,
+    ...                     max_iter=10, warmup_steps=5).get_params()
+    >>> state = backend.fit_networks(params, X, seed=0)
+    >>> backend.log_density_terms(state, X[:3], params).shape
+    (3, 2)
+    """
+    model, device = _placed(state, params["device"])
+    terms = conditional_log_densities(
+        model,
+        state.to_networks(X, device),
+        params["n_eval_importance_samples"],
+        state.scoring_seed,
+        params["density"],
+        params["normalizer_includes_data"],
+        params["defensive_fraction"],
+        (params["kde_bandwidth"], params["kde_proposal_weight"]),
+        stratified=params["importance_sampling"] == "stratified",
+        precision=params["precision"],
+    )
+    terms = terms.double().cpu().numpy() - np.log(state.scale)
+    # A NaN can only come from float overflow on inputs far outside the
+    # data, whose density is zero to working precision.
+    terms[np.isnan(terms)] = -np.inf
+    return terms
+
+
+def draw_rows(state: FittedState, n_samples: int, seed: int, params: dict) -> np.ndarray:
+    """Draw rows by autoregressive importance resampling.
+
+    Parameters
+    ----------
+    state : FittedState
+        A fit's result.
+    n_samples : int
+        Number of rows.
+    seed : int
+        Seeds the draw.
+    params : dict
+        The estimator's parameters: ``density`` chooses the AEM, the AEM-KDE
+        or the proposal; ``n_sampling_proposals`` the candidates a feature.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_samples, n_features)
+        In the data's units.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skaem import AEMDensity, backend
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> params = AEMDensity(hidden_features=16, n_blocks=1, context_features=4,
+    ...                     energy_hidden_features=16, energy_n_blocks=1,
+    ...                     max_iter=10, warmup_steps=5).get_params()
+    >>> state = backend.fit_networks(params, X, seed=0)
+    >>> backend.draw_rows(state, 4, seed=1, params=params).shape
+    (4, 2)
+    """
+    model, device = _placed(state, params["device"])
+    density = params["density"]
+    z = sample_rows(
+        model,
+        n_samples,
+        params["n_sampling_proposals"],
+        seed,
+        resample=density != "proposal",
+        defensive_fraction=params["defensive_fraction"],
+        kde=(params["kde_bandwidth"], params["kde_proposal_weight"]) if density == "kde" else None,
+        precision=params["precision"],
+    )
+    return state.to_data(z)
+
+
+def max_iter_for(params: dict, n_samples: int, n_features: int) -> int:
+    """Optimisation steps of a fit on ``n_samples`` rows (resolves ``max_iter="auto"``).
+
+    Parameters
+    ----------
+    params : dict
+        The estimator's parameters (``max_iter`` and ``batch_size`` count).
+    n_samples, n_features : int
+        The training data's shape.
+
+    Returns
+    -------
+    max_iter : int
+        ``max_iter``, or for "auto" 50 passes over the rows, at least 1,000
+        steps and at most ``max(1000, 10000 // n_features)``.
+
+    Examples
+    --------
+    >>> from skaem import AEMDensity, backend
+    >>> backend.max_iter_for(AEMDensity().get_params(), 25000, 2)
+    4883
+    """
+    if params["max_iter"] != "auto":
+        return params["max_iter"]
+    steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
+    most = max(_AUTO_MIN_STEPS, _AUTO_STEP_BUDGET // n_features)
+    return int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
+
+
+def shared_seed(seed: int) -> int:
+    """``seed``, or rank 0's where the processes train one model data-parallel."""
+    group = collective.active()
+    return seed if group is None else group.broadcast_int(seed)
+
+
+def _new_state(params, X, seed, early_stopping) -> FittedState:
+    low, high = _column_range(X)
+    constant = np.flatnonzero(high == low)
+    if constant.size:
+        raise ValueError(
+            f"AEMDensity cannot model constant features (column(s) "
+            f"{constant.tolist()}): their density is a point mass. Remove them, "
+            "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
+        )
+    if params["standardize"]:
+        mean, scale = _column_moments(X, low, high)
+    else:
+        mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    box = _uniform_box(params, low, high, mean, scale) if params["proposal"] == "uniform" else None
+    return FittedState(
+        model=build_model(params, X.shape[1], box),
+        mean=mean,
+        scale=scale,
+        data_min=low,
+        data_max=high,
+        seed=seed,
+        scoring_seed=0,  # drawn by the caller, after the networks' seeds
+        model_params={name: params[name] for name in MODEL_PARAMS},
+        early_stopping=early_stopping,
+        validation_scores=np.zeros(0) if early_stopping else None,
+    )
+
+
+def build_model(params: dict, n_features: int, box=None) -> AEM:
+    """The networks that ``params`` describe; ``box`` = (low, high) tensors
+    in the networks' units for the uniform proposal."""
+    low, high = (None, None) if box is None else box
+    proposal = make_proposal(
+        params["proposal"], params["n_components"], params["min_scale"], low, high
+    )
+    return AEM(
+        n_features,
+        proposal,
+        hidden_features=params["hidden_features"],
+        n_blocks=params["n_blocks"],
+        context_features=params["context_features"],
+        energy_hidden_features=params["energy_hidden_features"],
+        energy_n_blocks=params["energy_n_blocks"],
+        activation=params["activation"],
+        energy_activation=params["energy_activation"],
+        dropout=params["dropout"],
+        energy_dropout=params["energy_dropout"],
+        energy_base=params["energy_base"],
+    )
+
+
+def _uniform_box(params, low, high, mean, scale):
+    """The uniform proposal's box in the networks' units: ``uniform_bounds``,
+    or the data's range widened by 5%."""
+    n_features = len(low)
+    if params["uniform_bounds"] is None:
+        margin = 0.05 * (high - low)
+        low, high = low - margin, high + margin
+    else:
+        bounds = np.asarray(params["uniform_bounds"], dtype=np.float64)
+        if bounds.shape == (2,):  # one interval for every feature
+            bounds = np.repeat(bounds[:, None], n_features, axis=1)
+        if (
+            bounds.shape != (2, n_features)
+            or not np.all(np.isfinite(bounds))
+            or not np.all(bounds[0] < bounds[1])
+        ):
+            raise ValueError(
+                "uniform_bounds must be finite, of shape (2,) or (2, n_features) "
+                f"with lower bounds below upper bounds; got {params['uniform_bounds']!r}."
+            )
+        low, high = bounds
+    return (
+        torch.as_tensor((low - mean) / scale, dtype=torch.float32),
+        torch.as_tensor((high - mean) / scale, dtype=torch.float32),
+    )
+
+
+def _early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
+    """Whether a fit on ``n_samples`` rows holds out validation rows."""
+    if params["early_stopping"] != "auto":
+        return bool(params["early_stopping"])
+    batch = min(params["batch_size"], n_samples)
+    passes = max_iter_for(params, n_samples, n_features) * batch / n_samples
+    n_valid = _n_validation_rows(params["validation_fraction"], n_samples)
+    auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
+    group = collective.active()
+    if group is not None:  # the processes must all validate, or none: rank 0 decides
+        auto = bool(group.broadcast_int(int(auto)))
+    return auto
+
+
+def _n_validation_rows(fraction: float, n_samples: int) -> int:
+    return max(1, round(fraction * n_samples))
+
+
+def _split(X, rng, early_stopping, fraction):
+    """Training and validation rows (None without early stopping)."""
+    if not early_stopping:
+        return X, None
+    n_valid = _n_validation_rows(fraction, X.shape[0])
+    if X.shape[0] - n_valid < 2:
+        raise ValueError(
+            f"early_stopping with validation_fraction={fraction} "
+            f"leaves fewer than 2 training rows out of n_samples={X.shape[0]}."
+        )
+    perm = rng.permutation(X.shape[0])
+    return X[perm[n_valid:]], X[perm[:n_valid]]
+
+
+def _training_config(params: dict, max_iter: int, state: FittedState) -> TrainingConfig:
+    return TrainingConfig(
+        max_iter=max_iter,
+        batch_size=params["batch_size"],
+        learning_rate=params["learning_rate"],
+        warmup_steps=params["warmup_steps"],
+        n_importance_samples=params["n_importance_samples"],
+        include_data=params["normalizer_includes_data"],
+        defensive_fraction=params["defensive_fraction"],
+        stratified=params["importance_sampling"] == "stratified",
+        precision=params["precision"],
+        cuda_graph=True,  # replays each step from a CUDA graph on GPUs
+        eval_interval=params["eval_interval"],
+        n_iter_no_change=params["n_iter_no_change"] if state.early_stopping else None,
+        validation_seed=state.scoring_seed,
+        verbose=params["verbose"],
+    )
+
+
+def _record(state: FittedState, history) -> None:
+    """Append a training run's curves (in the data's units) to ``state``."""
+    log_det = state.log_jacobian
+    steps = state.n_iter + np.asarray(history.steps, dtype=int)
+    state.eval_steps = np.concatenate([state.eval_steps, steps])
+    train_scores = np.asarray(history.train_scores) - log_det
+    state.train_scores = np.concatenate([state.train_scores, train_scores])
+    if state.early_stopping:
+        scores = np.asarray(history.validation_scores) - log_det
+        previous = np.zeros(0) if state.validation_scores is None else state.validation_scores
+        state.validation_scores = np.concatenate([previous, scores])
+        if history.best_step in history.steps:
+            best = scores[history.steps.index(history.best_step)]
+            state.best_validation_score = float(best)
+        _warn_if_below_proposal(state, history.proposal_validation_score, log_det)
+    state.n_iter += history.n_iter
+
+
+def _warn_if_below_proposal(state, proposal_score, log_det):
+    """Warn where the held-out rows score lower under the AEM than under its proposal."""
+    if proposal_score is None or state.best_validation_score is None:
+        return
+    proposal_score -= log_det
+    if state.best_validation_score < proposal_score:
+        warnings.warn(
+            f"On the held-out validation rows the AEM scored "
+            f"{state.best_validation_score:.4f}, below its own proposal's "
+            f"{proposal_score:.4f}: the energy network has not improved on the "
+            "proposal. Train longer (max_iter), or use density='proposal'.",
+            UserWarning,
+            stacklevel=5,  # the caller of fit, past the estimator and the cache
+        )
+
+
+def _placed(state: FittedState, device_param: str):
+    """The networks on the device that ``device_param`` resolves to, and that device."""
+    device = resolve_device(device_param, strict=False)
+    if next(state.model.parameters()).device != device:
+        state.model.to(device)
+    return state.model, device
+
+
+def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column minima and maxima, over all processes when training data-parallel."""
+    low, high = X.min(axis=0), X.max(axis=0)
+    group = collective.active()
+    if group is None:
+        return low, high
+    return group.min(low), group.max(high)
+
+
+def _column_moments(
+    X: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations, over all processes when data-parallel.
+
+    ``low`` and ``high`` are the columns' ranges. The moments are taken in
+    float64 on each column divided by its largest magnitude, so that squares
+    neither overflow (data near 1e200, or 1e30 in float32) nor underflow to a
+    zero deviation (data near 1e-300), whatever the data's units.
+    """
+    unit = np.maximum(np.abs(low), np.abs(high)).astype(np.float64)
+    unit[unit == 0] = 1.0
+    X = np.asarray(X, dtype=np.float64) / unit
+    group = collective.active()
+    if group is None:
+        return X.mean(axis=0) * unit, X.std(axis=0) * unit
+    n_rows = group.sum([X.shape[0]])[0]
+    mean = group.sum(X.sum(axis=0)) / n_rows
+    # Two passes: sums of squared deviations do not cancel as sum(x^2) - n mean^2 can.
+    variance = group.sum(((X - mean) ** 2).sum(axis=0)) / n_rows
+    return mean * unit, np.sqrt(variance) * unit
+
+
+def _check_float32_range(z: np.ndarray) -> None:
+    """Raise unless the scaled training data ``z`` fits in float32, the
+    networks' precision: beyond it they would see infinities and the loss too."""
+    outside = np.flatnonzero(np.abs(z).max(axis=0) > np.finfo(np.float32).max)
+    if outside.size:
+        raise ValueError(
+            f"Feature(s) {outside.tolist()} of X exceed float32's range (3.4e38) "
+            "after scaling, and the networks compute in float32. Use "
+            "standardize=True or rescale X."
+        )
+
+
+def _check_inside_box(state: FittedState, X: np.ndarray) -> None:
+    """Raise unless X lies in the uniform proposal's box, outside which the
+    model's density is zero: the loss would be infinite."""
+    proposal = state.model.proposal
+    if not isinstance(proposal, UniformProposal):
+        return
+    low, high = (t.double().cpu().numpy() * state.scale + state.mean
+                 for t in (proposal.low, proposal.high))  # fmt: skip
+    data_low, data_high = _column_range(X)
+    slack = 1e-6 * (high - low)  # the box's round trip through float32
+    outside = np.flatnonzero((data_low < low - slack) | (data_high > high + slack))
+    if outside.size:
+        raise ValueError(
+            "the training data must lie inside the uniform proposal's box "
+            "(uniform_bounds, or the first fit's range widened by 5%); column(s) "
+            f"{outside.tolist()} have values outside it."
+        )
