@@ -118,7 +118,10 @@ def test_pickle_and_joblib_round_trips_give_identical_scores(tiny, gaussian_2d, 
     )
 
 
-def test_model_saved_with_cuda_device_scores_on_cpu(tiny, gaussian_2d):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU would be used")
+def test_a_model_whose_device_names_an_absent_gpu_scores_on_the_cpu(tiny, gaussian_2d):
+    # A fit on a GPU machine, unpickled where there is none (tests/test_cuda.py
+    # covers the GPU itself).
     aem = AEMDensity(**tiny, random_state=0).fit(gaussian_2d)
     expected = aem.score_samples(gaussian_2d)
     aem.set_params(device="cuda")  # as if fitted on a GPU machine
@@ -264,8 +267,20 @@ def test_pipeline_grid_search_and_clone(tiny, gaussian_2d):
 def test_training_curve_in_user_units_and_verbose_progress(tiny, gaussian_2d, capsys):
     aem = AEMDensity(**tiny, verbose=1, random_state=0).fit(gaussian_2d)
     assert aem.eval_steps_.tolist() == [20, 40, 60]
-    assert np.all(np.isfinite(aem.train_scores_))
     assert "AEM" in capsys.readouterr().err
+    # Rows in other units (x 10, shifted): the same standardized networks, so
+    # each point of the curve moves by the log-Jacobian, -2 log 10.
+    other = AEMDensity(**tiny, random_state=0).fit(10 * gaussian_2d + 5)
+    np.testing.assert_allclose(
+        other.train_scores_, aem.train_scores_ - 2 * np.log(10), rtol=0, atol=1e-3
+    )
+    early = dict(tiny, early_stopping=True, random_state=0)
+    np.testing.assert_allclose(
+        AEMDensity(**early).fit(10 * gaussian_2d + 5).validation_scores_,
+        AEMDensity(**early).fit(gaussian_2d).validation_scores_ - 2 * np.log(10),
+        rtol=0,
+        atol=1e-3,
+    )
 
 
 def test_an_interrupted_fit_keeps_its_work_and_is_not_cached(

@@ -90,7 +90,11 @@ def test_bfloat16_scores_stay_close_to_float32(tiny, gaussian_2d):
     reference = aem.score_samples(X[:200])
     low = aem.set_params(precision="bfloat16").score_samples(X[:200])
     assert low.dtype == np.float64 and np.all(np.isfinite(low))
-    assert np.abs(low - reference).mean() < 0.05
+    # The cost page gives bfloat16's effect on a mean test log-likelihood as a
+    # few thousandths of a nat; the same model scored both ways moved by
+    # 0.00003-0.0003 on average (0.0016-0.0028 per row) over seeds 0-3.
+    assert abs((low - reference).mean()) < 0.003
+    assert np.abs(low - reference).mean() < 0.01
     samples = aem.sample(50, random_state=0)
     assert samples.dtype == np.float64 and np.all(np.isfinite(samples))
 

@@ -24,4 +24,8 @@ def test_no_test_row_far_below_the_proposal_after_brief_training(make):
     log_p = aem.score_samples(X_test)
     log_q = aem.set_params(density="proposal").score_samples(X_test)
     assert np.all(np.isfinite(log_p))
-    assert np.min(log_p - log_q) > -10
+    # Measured with these settings: the worst row sat 1.03 (checkerboard) and
+    # 0.02 (diamond) nats below its proposal; with energy_base="flat", 3.82
+    # and 1.87, and with the paper's estimator besides (eq. 8, no warm-up,
+    # independent samples, no defensive samples) 4.56 and 1.82.
+    assert np.min(log_p - log_q) > -1.5

