@@ -566,9 +566,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
             before it, in the units of X; rows sum to :meth:`score_samples`.
             Small values show which feature made a point unlikely.
         """
+        return self._terms(X)
+
+    def _terms(self, X, return_variance=False):
+        """Validated per-feature log-densities (and their variances), warning about zeros."""
         self._check_fitted_and_params()
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        terms = backend.log_density_terms(fitted_state(self), X, self.get_params())
+        state, params = fitted_state(self), self.get_params()
+        result = backend.log_density_terms(state, X, params, return_variance)
+        terms = result[0] if return_variance else result
         n_zero = int(np.isneginf(terms).any(axis=1).sum())
         if n_zero:
             warnings.warn(
@@ -578,9 +584,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        return terms
+        return result
 
-    def score_samples(self, X):
+    def score_samples(self, X, return_std=False):
         """Estimated log-density of each row of X.
 
         Deterministic: a row gets the same score whatever other rows are
@@ -590,6 +596,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Points to score.
+        return_std : bool, default=False
+            Also return each row's standard error over the importance noise
+            (as ``GaussianProcessRegressor.predict`` does): the delta method
+            on each conditional's importance weights, the features' errors
+            added in quadrature (their noise is independent). Zero with
+            ``density="proposal"`` (exact) and ``density="kde"`` (a
+            normalised density for its fixed samples). Rows share the noise,
+            so the error of a mean over rows is at most the mean of their
+            errors.
 
         Returns
         -------
@@ -598,8 +613,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
             importance-sampling estimate with ``n_eval_importance_samples``
             samples per conditional, with ``density="proposal"`` exact, with
             ``density="kde"`` the normalised AEM-KDE.
+        log_density_std : ndarray of shape (n_samples,)
+            With ``return_std=True``: the standard errors.
         """
-        return self.score_samples_per_feature(X).sum(axis=1)
+        if not return_std:
+            return self._terms(X).sum(axis=1)
+        terms, variances = self._terms(X, return_variance=True)
+        return terms.sum(axis=1), np.sqrt(variances.sum(axis=1))
 
     def score(self, X, y=None):
         """Mean log-likelihood of X (higher is better).

@@ -22,6 +22,12 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
     ``decision_function`` is ``score_samples - offset_`` (negative for
     outliers) and ``predict`` returns -1 for outliers and +1 for inliers.
 
+    The log-densities are importance-sampling estimates. For a row near the
+    threshold, ``score_samples(X, return_std=True)`` gives the estimate's
+    standard error: a row whose ``decision_function`` lies within about two
+    of them of zero is borderline, and raising ``n_eval_importance_samples``
+    (a scoring parameter: no retraining) settles it.
+
     Parameters
     ----------
     contamination : "auto" or float in (0, 0.5], default="auto"

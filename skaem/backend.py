@@ -239,7 +239,9 @@ def fit_networks(
     return state
 
 
-def log_density_terms(state: FittedState, X: np.ndarray, params: dict) -> np.ndarray:
+def log_density_terms(
+    state: FittedState, X: np.ndarray, params: dict, return_variance: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``log p(x_d | x_<d)`` of each row and feature in the data's units.
 
     Parameters
@@ -252,11 +254,18 @@ def log_density_terms(state: FittedState, X: np.ndarray, params: dict) -> np.nda
         The estimator's parameters: ``density`` chooses the AEM's
         importance-sampling estimate, the AEM-KDE or the proposal, and the
         scoring parameters (``n_eval_importance_samples``, ...) apply.
+    return_variance : bool, default=False
+        Also return each term's variance over the importance noise.
 
     Returns
     -------
     terms : ndarray of shape (n_samples, n_features)
         Rows sum to the log-density; -inf where a value is beyond float range.
+    variances : ndarray of shape (n_samples, n_features)
+        With ``return_variance``: the delta-method variance of each term
+        (:func:`skaem.normalizers.log_normalizer_variance`); zero for the
+        proposal, which is exact, and for the AEM-KDE, a normalised density
+        for its fixed samples.
 
     Examples
     --------
@@ -271,7 +280,7 @@ def log_density_terms(state: FittedState, X: np.ndarray, params: dict) -> np.nda
     (3, 2)
     """
     model, device = _placed(state, params["device"])
-    terms = conditional_log_densities(
+    result = conditional_log_densities(
         model,
         state.to_networks(X, device),
         params["n_eval_importance_samples"],
@@ -282,12 +291,18 @@ def log_density_terms(state: FittedState, X: np.ndarray, params: dict) -> np.nda
         (params["kde_bandwidth"], params["kde_proposal_weight"]),
         stratified=params["importance_sampling"] == "stratified",
         precision=params["precision"],
+        return_variance=return_variance,
     )
+    terms, variances = result if return_variance else (result, None)
     terms = terms.double().cpu().numpy() - np.log(state.scale)
     # A NaN can only come from float overflow on inputs far outside the
     # data, whose density is zero to working precision.
     terms[np.isnan(terms)] = -np.inf
-    return terms
+    if not return_variance:
+        return terms
+    variances = variances.double().cpu().numpy()
+    variances[np.isneginf(terms)] = 0.0
+    return terms, variances
 
 
 def draw_rows(state: FittedState, n_samples: int, seed: int, params: dict) -> np.ndarray:

@@ -61,12 +61,16 @@ def conditional_log_densities(
     kde: tuple[float, float] | None = None,
     stratified: bool = False,
     precision: str = "float32",
-) -> Tensor:
+    return_variance: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Per-dimension log-densities (N, D) of the AEM, its proposal or the AEM-KDE.
 
     ``kde`` is ``(bandwidth, proposal_weight)``, used with ``density="kde"``;
     ``stratified`` picks the importance noise (see ``importance_noise``) and
     ``precision`` the matrix products' ("float32" or "bfloat16").
+    ``return_variance`` adds the variance (N, D) of each estimate over the
+    importance noise: zero for the proposal, exact, and for the AEM-KDE,
+    which is a normalised density for its fixed samples.
     """
     model.eval()
     n_features = model.n_features
@@ -74,8 +78,9 @@ def conditional_log_densities(
     uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
     block = model.points_per_block(x.device)
     rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples, block)
-    out = []
+    out, variances = [], []
     for chunk, n_real in padded_chunks(x, rows):
+        variance = None
         with autocast(x.device, precision):
             if density == "proposal":
                 terms = model.proposal_log_prob(chunk)
@@ -84,12 +89,18 @@ def conditional_log_densities(
                     chunk, uniforms, normals, *kde, defensive_fraction, stratified
                 )
             else:
-                terms, _ = model.log_prob_terms(
-                    chunk, uniforms, normals, include_data, defensive_fraction, stratified
-                )
+                terms, _, *variance = model.log_prob_terms(
+                    chunk, uniforms, normals, include_data, defensive_fraction, stratified,
+                    return_variance=return_variance,
+                )  # fmt: skip
         out.append(terms[:n_real])
+        if return_variance:  # the proposal and the AEM-KDE have none to report
+            variances.append(variance[0][:n_real] if variance else torch.zeros_like(out[-1]))
         release_freed_memory(x.device)
-    return torch.cat(out) if out else x.new_zeros((0, n_features))
+    terms = torch.cat(out) if out else x.new_zeros((0, n_features))
+    if not return_variance:
+        return terms
+    return terms, torch.cat(variances) if variances else torch.zeros_like(terms)
 
 
 @torch.no_grad()

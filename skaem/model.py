@@ -10,6 +10,7 @@ from .normalizers import (
     importance_samples,
     log_importance_weights,
     log_normalizer,
+    log_normalizer_variance,
     n_defensive_samples,
     proposal_and_importance_log_density,
 )
@@ -195,14 +196,17 @@ class AEM(nn.Module):
         include_data: bool = True,
         defensive_fraction: float = 0.0,
         stratified: bool = False,
-    ) -> tuple[Tensor, Tensor]:
+        return_variance: bool = False,
+    ) -> tuple[Tensor, ...]:
         """Estimated ``log p(x_d | x_<d)`` and exact ``log q(x_d | x_<d)``, (N, D).
 
         ``uniforms`` and ``normals`` of shape (N, D, S), or (D, S) to share
         the same noise across rows, drive the S importance samples, of which
         a ``defensive_fraction`` comes from the proposal's heavy-tailed
         partner. Gradients reach the energy and the context through log p,
-        and the proposal through log q only (Section 3.2).
+        and the proposal through log q only (Section 3.2). With
+        ``return_variance``, a third (N, D) tensor holds the estimated
+        variance of each log p (:func:`~skaem.normalizers.log_normalizer_variance`).
         """
         params, context = self.conditionals(x)
         log_q = self.proposal.log_prob(params, x.unsqueeze(-1)).squeeze(-1)
@@ -217,9 +221,15 @@ class AEM(nn.Module):
         neg_energy, log_w = self.importance_log_weights(
             self.proposal, params, context, points, n_heavy, n_samples
         )
-        log_z = log_normalizer(log_w[..., 1:], log_w[..., 0] if include_data else None)
+        log_w_data = log_w[..., 0] if include_data else None
+        log_z = log_normalizer(log_w[..., 1:], log_w_data)
         log_p = neg_energy[..., 0] - log_z
-        return log_p.masked_fill(log_q == -math.inf, -math.inf), log_q
+        log_p = log_p.masked_fill(log_q == -math.inf, -math.inf)
+        if not return_variance:
+            return log_p, log_q
+        with torch.no_grad():
+            variance = log_normalizer_variance(log_w[..., 1:], log_w_data, n_heavy, stratified)
+        return log_p, log_q, variance.masked_fill(log_q == -math.inf, 0.0)
 
     @torch.no_grad()
     def sample(

@@ -28,6 +28,55 @@ def log_normalizer(log_w_samples: Tensor, log_w_data: Tensor | None = None) -> T
     return torch.logsumexp(log_w_samples, dim=-1) - math.log(n)
 
 
+def log_normalizer_variance(
+    log_w_samples: Tensor,
+    log_w_data: Tensor | None = None,
+    n_heavy: int = 0,
+    stratified: bool = False,
+) -> Tensor:
+    """Delta-method variance of :func:`log_normalizer`'s estimate, from its own weights.
+
+    ``Var(log Z_hat) ~ Var(sum_s w_s) / (sum_s w_s + w_data)^2``; the data
+    point's weight is fixed given the row, so it adds no variance. With
+    independent samples ``Var(sum_s w_s)`` is S times the weights' sample
+    variance. Stratified samples (one to a stratum, in the order of their
+    strata: the first ``S - n_heavy`` from q, the rest from its heavy
+    partner) take the collapsed-strata estimate: each pair of neighbouring
+    strata is read as one stratum holding two draws, which counts
+    ``(w_a - w_b)^2`` for the pair. Where a pair straddles two mixture
+    components this also counts the variance of the components' sample
+    counts; where the weight trends smoothly it errs high.
+    """
+    shift = log_w_samples.amax(dim=-1, keepdim=True)
+    if log_w_data is not None:
+        shift = torch.maximum(shift, log_w_data.unsqueeze(-1))
+    shift = shift.nan_to_num(neginf=0.0)
+    w = (log_w_samples - shift).exp()
+    total = w.sum(dim=-1)
+    if log_w_data is not None:
+        total = total + (log_w_data - shift.squeeze(-1)).exp()
+    if stratified:
+        n_light = w.shape[-1] - n_heavy
+        spread = _collapsed_strata(w[..., :n_light]) + _collapsed_strata(w[..., n_light:])
+    elif w.shape[-1] > 1:
+        spread = w.shape[-1] * w.var(dim=-1, correction=1)
+    else:
+        spread = torch.zeros_like(total)
+    return (spread / total.square()).nan_to_num(nan=math.inf)  # no weight at all: unknown
+
+
+def _collapsed_strata(w: Tensor) -> Tensor:
+    """Estimated ``Var(w.sum(-1))`` for one draw in each of ordered strata, by pairs."""
+    n = w.shape[-1]
+    if n < 2:
+        return w.new_zeros(w.shape[:-1])
+    even = n - n % 2
+    spread = (w[..., 0:even:2] - w[..., 1:even:2]).square().sum(dim=-1)
+    if n % 2:  # the last stratum alone: half the square of its step from its neighbour
+        spread = spread + 0.5 * (w[..., -1] - w[..., -2]).square()
+    return spread
+
+
 def n_defensive_samples(proposal, n_samples: int, fraction: float) -> int:
     """How many of ``n_samples`` come from the proposal's heavy-tailed partner."""
     if proposal.heavy_sample is None:

@@ -1,0 +1,81 @@
+"""Do the standard errors of ``score_samples(X, return_std=True)`` cover the noise?
+
+For each task, fits the default ``AEMDensity(random_state=seed)`` on its
+training rows, then scores test rows twice with independent importance
+noise (two scoring seeds) at each S, with the reported standard errors.
+Rows share the noise, so their errors move together; the checks are
+therefore per row, over ``--noise-seeds`` seeds. Prints, per S:
+
+- the standard deviation of the z-scores ``(a - b) / sqrt(sa^2 + sb^2)``
+  of consecutive pairs of seeds, pooled over rows and pairs (1 when the
+  errors are right, below 1 when they are too large);
+- the root mean square over rows of the empirical standard deviation over
+  seeds, against that of the reported errors, and their ratio;
+- the spread over seeds of the mean test score, and the seconds per scoring.
+
+Usage: python benchmarks/score_errors.py [--tasks checkerboard heavy6]
+       [--n-train 5000] [--n-test 1000] [--samples 100 1000] [--noise-seeds 10] [--seed 0]
+Takes about ten minutes on two CPU cores.
+"""
+
+import argparse
+import time
+
+import numpy as np
+from tasks import synthetic_tasks
+
+from skaem import AEMDensity
+
+
+def runs_over_seeds(aem, X, n_samples, n_seeds):
+    """Scores (seeds, rows) and their reported standard errors, one noise seed each."""
+    aem.set_params(n_eval_importance_samples=n_samples)
+    kept, runs = aem.scoring_seed_, []
+    try:
+        for seed in range(n_seeds):
+            aem.scoring_seed_ = 1000 + seed
+            runs.append(aem.score_samples(X, return_std=True))
+    finally:
+        aem.scoring_seed_ = kept
+    scores, errors = (np.array(r) for r in zip(*runs, strict=True))
+    return scores, errors
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=["checkerboard", "heavy6"])
+    parser.add_argument("--n-train", type=int, default=5000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--samples", nargs="*", type=int, default=[100, 1000])
+    parser.add_argument("--noise-seeds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    tasks = synthetic_tasks()
+    for name in args.tasks:
+        make, _ = tasks[name]
+        X, X_test = make(args.n_train, args.seed), make(args.n_test, args.seed + 100)
+        start = time.perf_counter()
+        aem = AEMDensity(random_state=args.seed).fit(X)
+        print(f"\n== {name}: {X.shape[1]} features, fit in {time.perf_counter() - start:.0f} s")
+        header = ("S", "sd of z", "empirical sd", "reported sd", "ratio", "sd of mean", "score s")
+        print("{:>6} {:>8} {:>13} {:>12} {:>6} {:>11} {:>8}".format(*header))
+        for n_samples in args.samples:
+            start = time.perf_counter()
+            scores, errors = runs_over_seeds(aem, X_test, n_samples, args.noise_seeds)
+            seconds = (time.perf_counter() - start) / args.noise_seeds
+            pairs = len(scores) // 2 * 2
+            z = (scores[0:pairs:2] - scores[1:pairs:2]) / np.sqrt(
+                errors[0:pairs:2] ** 2 + errors[1:pairs:2] ** 2
+            )
+            empirical = np.sqrt(scores.var(axis=0, ddof=1).mean())
+            reported = np.sqrt(np.square(errors).mean())
+            spread = scores.mean(axis=1).std(ddof=1)
+            print(
+                f"{n_samples:>6} {z.std():8.3f} {empirical:13.4f} {reported:12.4f} "
+                f"{empirical / reported:6.2f} {spread:11.4f} {seconds:8.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
