@@ -95,7 +95,7 @@ def search_seconds(n_jobs, backend, steps):
         text=True,
         check=True,
     )
-    seconds, *threads = out.stdout.split()[-3 if n_jobs > 1 else -2 :]
+    seconds, *threads = out.stdout.splitlines()[-1].split()  # the script's last line
     return float(seconds), [int(t) for t in threads]
 
 

@@ -26,7 +26,7 @@ from quality import fit_gmm, fit_kde
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine, make_moons
 from sklearn.model_selection import train_test_split
 
-from skaem import AEMDensity
+from skaem import AEMDensity, backend
 from skaem.datasets import make_checkerboard
 
 SETS = {
@@ -73,10 +73,8 @@ def run(name, seed):
 
 def _auto(X_train, seed):
     """Whether early_stopping="auto" turns it on for these rows (without fitting)."""
-    from skaem import backend
-
     params = AEMDensity(random_state=seed).get_params()
-    return backend._early_stopping_for(params, *X_train.shape)
+    return backend.early_stopping_for(params, *X_train.shape)
 
 
 def _timed(function, *args):

@@ -205,7 +205,7 @@ def fit_networks(
     continuing = state is not None
     device = resolve_device(params["device"])
     rng = np.random.RandomState(seed)
-    early_stopping = _early_stopping_for(params, *X.shape)
+    early_stopping = early_stopping_for(params, *X.shape)
     x_train, x_valid = _split(X, rng, early_stopping, params["validation_fraction"])
     init_seed, train_seed = rng.randint(MAX_SEED, size=2)
     group = collective.active()
@@ -465,8 +465,9 @@ def _uniform_box(params, low, high, mean, scale):
     )
 
 
-def _early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
-    """Whether a fit on ``n_samples`` rows holds out validation rows."""
+def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
+    """Whether a fit on ``n_samples`` rows holds out validation rows
+    (resolves ``early_stopping="auto"``)."""
     if params["early_stopping"] != "auto":
         return bool(params["early_stopping"])
     batch = min(params["batch_size"], n_samples)

@@ -47,22 +47,19 @@ def log_normalizer_variance(
     components this also counts the variance of the components' sample
     counts; where the weight trends smoothly it errs high.
     """
-    shift = log_w_samples.amax(dim=-1, keepdim=True)
+    log_total = torch.logsumexp(log_w_samples, dim=-1)
     if log_w_data is not None:
-        shift = torch.maximum(shift, log_w_data.unsqueeze(-1))
-    shift = shift.nan_to_num(neginf=0.0)
-    w = (log_w_samples - shift).exp()
-    total = w.sum(dim=-1)
-    if log_w_data is not None:
-        total = total + (log_w_data - shift.squeeze(-1)).exp()
+        log_total = torch.logaddexp(log_total, log_w_data)
+    # Weights over their total, data point included: their spread is the ratio above.
+    w = (log_w_samples - log_total.unsqueeze(-1)).exp()
     if stratified:
         n_light = w.shape[-1] - n_heavy
         spread = _collapsed_strata(w[..., :n_light]) + _collapsed_strata(w[..., n_light:])
     elif w.shape[-1] > 1:
         spread = w.shape[-1] * w.var(dim=-1, correction=1)
     else:
-        spread = torch.zeros_like(total)
-    return (spread / total.square()).nan_to_num(nan=math.inf)  # no weight at all: unknown
+        spread = torch.zeros_like(log_total)
+    return spread.nan_to_num(nan=math.inf)  # no weight at all: unknown
 
 
 def _collapsed_strata(w: Tensor) -> Tensor:

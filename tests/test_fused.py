@@ -191,7 +191,9 @@ def test_fused_dropout_is_random_in_training_and_off_in_evaluation():
         torch.testing.assert_close(net.eval()(x, context), evaluation, rtol=0, atol=0)
 
 
-def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
+@pytest.fixture
+def tile_calls(monkeypatch):
+    """A list that gets an entry each time the fused kernels run a forward pass."""
     calls, forward_tiles = [], fused_module._forward_tiles
 
     def spy(*args, **kwargs):
@@ -199,6 +201,11 @@ def test_fused_path_runs_only_where_it_computes_the_same_function(monkeypatch):
         return forward_tiles(*args, **kwargs)
 
     monkeypatch.setattr(fused_module, "_forward_tiles", spy)
+    return calls
+
+
+def test_fused_path_runs_only_where_it_computes_the_same_function(tile_calls):
+    calls = tile_calls
 
     def uses_fused(net, x, context):
         calls.clear()
@@ -295,15 +302,9 @@ def test_onednn_linear_runs_only_for_float32_outside_autocast(monkeypatch):
         assert not uses_onednn(x, weight, bias)
 
 
-def test_a_short_fit_scores_the_same_with_and_without_the_kernels(monkeypatch):
+def test_a_short_fit_scores_the_same_with_and_without_the_kernels(tile_calls):
     """End to end: fit, then score, once on each path; the kernels must have run."""
-    calls, forward_tiles = [], fused_module._forward_tiles
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return forward_tiles(*args, **kwargs)
-
-    monkeypatch.setattr(fused_module, "_forward_tiles", spy)
+    calls = tile_calls
     X = make_checkerboard(600, random_state=0)
     params = dict(
         hidden_features=16, n_blocks=1, context_features=4, energy_hidden_features=16,
