@@ -22,11 +22,12 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
     ``decision_function`` is ``score_samples - offset_`` (negative for
     outliers) and ``predict`` returns -1 for outliers and +1 for inliers.
 
-    The log-densities are importance-sampling estimates. For a row near the
-    threshold, ``score_samples(X, return_std=True)`` gives the estimate's
-    standard error: a row whose ``decision_function`` lies within about two
-    of them of zero is borderline, and raising ``n_eval_importance_samples``
-    (a scoring parameter: no retraining) settles it.
+    The log-densities are estimates (each normalizer by a quadrature rule,
+    or by importance sampling). For a row near the threshold,
+    ``score_samples(X, return_std=True)`` gives the estimate's error: a row
+    whose ``decision_function`` lies within about two of them of zero is
+    borderline, and raising ``n_eval_importance_samples`` (a scoring
+    parameter: no retraining) settles it.
 
     Parameters
     ----------
@@ -89,7 +90,8 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
         importance_sampling="stratified",
         precision="float32",
         n_importance_samples=20,
-        n_eval_importance_samples=1000,
+        n_eval_importance_samples="auto",
+        eval_normalizer="quadrature",
         normalizer_includes_data=True,
         density="aem",
         kde_bandwidth=0.05,
@@ -130,6 +132,7 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
             precision=precision,
             n_importance_samples=n_importance_samples,
             n_eval_importance_samples=n_eval_importance_samples,
+            eval_normalizer=eval_normalizer,
             normalizer_includes_data=normalizer_includes_data,
             density=density,
             kde_bandwidth=kde_bandwidth,

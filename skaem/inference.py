@@ -62,6 +62,7 @@ def conditional_log_densities(
     stratified: bool = False,
     precision: str = "float32",
     return_variance: bool = False,
+    normalizer: str = "sampling",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Per-dimension log-densities (N, D) of the AEM, its proposal or the AEM-KDE.
 
@@ -71,11 +72,22 @@ def conditional_log_densities(
     ``return_variance`` adds the variance (N, D) of each estimate over the
     importance noise: zero for the proposal, exact, and for the AEM-KDE,
     which is a normalised density for its fixed samples.
+
+    ``normalizer="quadrature"`` estimates the AEM's normalizers by a
+    deterministic rule of ``n_samples`` nodes instead
+    (:meth:`~skaem.model.AEM.quadrature_log_prob_terms`) where the model
+    allows it (:meth:`~skaem.model.AEM.quadrature_applies`); the first
+    feature's, the same for every row, is computed once. Its variance is
+    the square of an estimate of the rule's error.
     """
     model.eval()
     n_features = model.n_features
+    quadrature = normalizer == "quadrature" and density == "aem" and model.quadrature_applies()
     n_heavy = n_defensive_samples(model.proposal, n_samples, defensive_fraction)
     uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
+    if quadrature:
+        with autocast(x.device, precision):
+            first = model.first_log_normalizer(n_samples)
     block = model.points_per_block(x.device)
     rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples, block)
     out, variances = [], []
@@ -84,6 +96,10 @@ def conditional_log_densities(
         with autocast(x.device, precision):
             if density == "proposal":
                 terms = model.proposal_log_prob(chunk)
+            elif quadrature:
+                terms, _, *variance = model.quadrature_log_prob_terms(
+                    chunk, n_samples, first, return_variance
+                )
             elif density == "kde":
                 terms = model.kde_log_prob_terms(
                     chunk, uniforms, normals, *kde, defensive_fraction, stratified

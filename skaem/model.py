@@ -143,14 +143,16 @@ class AEM(nn.Module):
         pointwise), so memory stays bounded whatever S is.
         """
         args = (proposal, params, context)
+        return self._in_blocks(lambda p: self._log_weights(*args, p, n_heavy, n_samples), points)
+
+    def _in_blocks(self, pointwise, points: Tensor):
+        """``pointwise(points)``, a tuple of tensors shaped like ``points``;
+        without gradients, over blocks of at most ``points_per_block`` points."""
         if torch.is_grad_enabled():
-            return self._log_weights(*args, points, n_heavy, n_samples)
+            return pointwise(points)
         rows = points.numel() // max(points.shape[-1], 1)
         width = max(1, self.points_per_block(points.device) // max(rows, 1))
-        blocks = [
-            self._log_weights(*args, points[..., i : i + width], n_heavy, n_samples)
-            for i in range(0, points.shape[-1], width)
-        ]
+        blocks = [pointwise(points[..., i : i + width]) for i in range(0, points.shape[-1], width)]
         return tuple(torch.cat(parts, dim=-1) for parts in zip(*blocks, strict=True))
 
     def _log_weights(self, proposal, params, context, points, n_heavy, n_samples):
@@ -182,6 +184,89 @@ class AEM(nn.Module):
             with torch.no_grad():
                 log_q = proposal.log_prob(params.detach(), points)
         return neg_energy + log_q
+
+    def quadrature_applies(self) -> bool:
+        """Whether the normalizers' integrands are bounded in the proposal's
+        coordinates, as a quadrature rule there needs: ``f / q = exp(-E) <= 1``
+        where the energy reshapes the proposal, and a box for the uniform.
+        Under ``energy_base="flat"`` a Gaussian proposal's tails can hold
+        mass that no node sees."""
+        return getattr(self, "energy_base", "flat") == "proposal" or self.proposal.n_params == 0
+
+    def quadrature_log_normalizer(
+        self, proposal, params: Tensor, context: Tensor, n_nodes: int
+    ) -> Tensor:
+        """``log Z`` (...) of the conditionals ``(params, context)`` by the
+        proposal's deterministic ``quadrature`` rule for ``Z = E_q[f / q]``."""
+        nodes, log_node_weights = proposal.quadrature(params, n_nodes)
+
+        def log_ratio(points):  # log f / q at the nodes
+            if getattr(self, "energy_base", "flat") == "proposal":
+                return (self.energy(points, context),)  # no mixture to evaluate
+            log_q = proposal.log_prob(params, points)
+            return (self.log_unnormalized(proposal, params, context, points, log_q) - log_q,)
+
+        (log_ratios,) = self._in_blocks(log_ratio, nodes)
+        return torch.logsumexp(log_ratios + log_node_weights, dim=-1)
+
+    def first_log_normalizer(self, n_nodes: int, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
+        """``log Z_1`` of the first feature, and an estimate of its error.
+
+        The first conditional has no inputs, so its normalizer is the same
+        for every row: it is computed once, doubling the rule's nodes from
+        ``n_nodes`` until two rules agree within ``rtol`` (at most 2**17).
+        """
+        weight = next(self.parameters())
+        origin = weight.new_zeros(1, self.n_features)  # any row: the first conditional ignores it
+        params, context = self.conditionals(origin)
+        proposal = self.proposal.restrict(0)
+        params, context = params[:, :1], context[:, :1]
+        n = max(n_nodes, 2 * getattr(proposal, "n_components", 1))
+        previous = self.quadrature_log_normalizer(proposal, params, context, n)
+        while True:
+            n *= 2
+            log_z = self.quadrature_log_normalizer(proposal, params, context, n)
+            change = (log_z - previous).abs()
+            if change <= rtol * max(1.0, log_z.abs().item()) or n >= 2**17:
+                return log_z.view(()), (change + _rounding(log_z)).view(())
+            previous = log_z
+
+    def quadrature_log_prob_terms(
+        self,
+        x: Tensor,
+        n_nodes: int,
+        first: tuple[Tensor, Tensor],
+        return_variance: bool = False,
+    ) -> tuple[Tensor, ...]:
+        """``log p(x_d | x_<d)`` and ``log q(x_d | x_<d)``, (N, D), with each
+        ``Z_d`` from a deterministic rule of ``n_nodes`` nodes
+        (:meth:`quadrature_log_normalizer`).
+
+        ``first`` is :meth:`first_log_normalizer`'s result, the first
+        feature's ``log Z`` and its error. ``return_variance`` adds the
+        square of an error estimate (N, D): for the later features, the
+        change from the rule of half the nodes, whose error is the larger
+        by far while the rule converges, plus the float rounding of the sum.
+        """
+        params, context = self.conditionals(x)
+        log_q = self.proposal.log_prob(params, x.unsqueeze(-1))
+        log_f = self.log_unnormalized(self.proposal, params, context, x.unsqueeze(-1), log_q)
+        log_q, log_f = log_q.squeeze(-1), log_f.squeeze(-1)
+        rest = self.proposal.restrict(slice(1, None))
+        conditionals = (rest, params[:, 1:], context[:, 1:])
+        log_z_rest, error_rest = log_f.new_zeros(x.shape[0], 0), log_f.new_zeros(x.shape[0], 0)
+        if self.n_features > 1:
+            log_z_rest = self.quadrature_log_normalizer(*conditionals, n_nodes)
+        if return_variance and self.n_features > 1:
+            half = max(n_nodes // 2, getattr(rest, "n_components", 0) + 1)
+            coarse = self.quadrature_log_normalizer(*conditionals, half)
+            error_rest = (log_z_rest - coarse).abs() + _rounding(log_z_rest)
+        log_z = torch.cat([first[0].expand(x.shape[0], 1), log_z_rest], dim=1)
+        log_p = (log_f - log_z).masked_fill(log_q == -math.inf, -math.inf)
+        if not return_variance:
+            return log_p, log_q
+        error = torch.cat([first[1].expand(x.shape[0], 1), error_rest], dim=1)
+        return log_p, log_q, error.square().masked_fill(log_q == -math.inf, 0.0)
 
     def proposal_log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log q(x_d | x_<d)``, shape (N, D)."""
@@ -314,6 +399,11 @@ class AEM(nn.Module):
         log_kernel = normal_log_prob(x.unsqueeze(-1), samples, x.new_tensor(bandwidth))
         log_kde = torch.logsumexp(log_wbar + log_kernel, dim=-1)
         return torch.logaddexp(log_kde + _log(1 - proposal_weight), log_q + _log(proposal_weight))
+
+
+def _rounding(log_z: Tensor) -> Tensor:
+    """The float rounding of a log normalizer: a few units in its last place."""
+    return 4 * torch.finfo(log_z.dtype).eps * log_z.abs().clamp(min=1.0)
 
 
 def _log(p: float) -> float:

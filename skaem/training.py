@@ -79,23 +79,24 @@ def training_loss(
 def validation_rows(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup: bool) -> Tensor:
     """Estimated log-likelihoods of held-out rows (eval mode), one per row.
 
-    The same rows (at most ``max_validation_rows``) and the same importance
-    noise at every evaluation, so that checkpoints differ only by their
-    weights; ``n_validation_samples`` (more than training's S) keeps the
-    estimate's downward bias, which grows as the model moves away from its
-    proposal, from favouring early, proposal-like checkpoints.
+    The same rows (at most ``max_validation_rows``) at every evaluation, and
+    a deterministic quadrature rule of ``n_validation_samples`` nodes for
+    each normalizer, so that checkpoints differ only by their weights and
+    their ranking is not swayed by importance-sampling noise, nor by its
+    bias, which grows as the model moves away from its proposal.
     """
     density = "proposal" if warmup else "aem"
     terms = conditional_log_densities(
         model,
         x_valid[: config.max_validation_rows],
-        max(config.n_validation_samples, config.n_importance_samples),
+        config.n_validation_samples,
         config.validation_seed,
         density,
         config.include_data,
         config.defensive_fraction,
         stratified=config.stratified,
         precision=config.precision,
+        normalizer="quadrature",
     )
     model.train()
     return terms.sum(-1)

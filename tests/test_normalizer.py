@@ -241,7 +241,9 @@ def test_reported_standard_errors_cover_the_spread_over_noise_seeds(trained, sam
     # error 0.98-1.02 with independent samples, 1.17-1.20 stratified.
     aem, X = trained
     state, params = fitted_state(aem), aem.get_params()
-    params.update(n_eval_importance_samples=100, importance_sampling=sampling)
+    params.update(
+        n_eval_importance_samples=100, importance_sampling=sampling, eval_normalizer="sampling"
+    )
     runs = []
     for scoring_seed in range(1000, 1040):
         state.scoring_seed = scoring_seed
