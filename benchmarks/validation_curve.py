@@ -3,12 +3,13 @@
 For each task, ``AEMDensity(early_stopping=True)`` (default otherwise) is fitted
 on ``--size`` rows. At every evaluation of the fit, the benchmark keeps a copy
 of the weights beside the validation score that ``fit`` computed (its held-out
-rows, its importance samples, its common noise). After the fit, every kept
-checkpoint is scored on ``--n-test`` fresh rows with S = ``--n-samples``
-(20,000 by default, the paper's evaluation). Printed side by side, with the
-Spearman rank correlation of the two curves, the test score of the
-checkpoint that validation ranks first against the best test score, and the
-weights that ``fit`` kept.
+rows and its quadrature normalizers). After the fit, every kept checkpoint
+is scored on ``--n-test`` fresh rows with S = ``--n-samples`` importance
+samples (20,000 by default, the paper's evaluation), or with
+``--test-normalizer quadrature``, by the quadrature rule at that many
+nodes. Printed side by side, with the Spearman rank correlation of the two
+curves, the test score of the checkpoint that validation ranks first
+against the best test score, and the weights that ``fit`` kept.
 
 The checkpoints are taken by wrapping ``skaem.training.validation_rows``,
 the function ``fit`` calls at each evaluation: a benchmark's instrument, not
@@ -16,6 +17,7 @@ an API.
 
 Usage: python benchmarks/validation_curve.py [--tasks checkerboard diamond]
        [--size 5000] [--n-test 500] [--n-samples 20000] [--seed 0]
+       [--test-normalizer sampling]
 Scoring each checkpoint at S = 20,000 dominates: about ten minutes a task.
 """
 
@@ -48,9 +50,9 @@ def fit_with_checkpoints(X, seed):
     return aem, checkpoints
 
 
-def score_checkpoints(aem, checkpoints, X_test, n_samples):
+def score_checkpoints(aem, checkpoints, X_test, n_samples, normalizer):
     kept = copy.deepcopy(aem.model_.state_dict())
-    aem.set_params(n_eval_importance_samples=n_samples)
+    aem.set_params(n_eval_importance_samples=n_samples, eval_normalizer=normalizer)
     scores = []
     for weights in checkpoints:
         aem.model_.load_state_dict(weights)
@@ -66,7 +68,9 @@ def main():
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--n-samples", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-normalizer", choices=["sampling", "quadrature"], default="sampling")
     args = parser.parse_args()
+    points = "S" if args.test_normalizer == "sampling" else "quadrature nodes"
     tasks = synthetic_tasks()
     for name in args.tasks:
         sample, _ = tasks[name]
@@ -74,12 +78,14 @@ def main():
         start = time.perf_counter()
         aem, checkpoints = fit_with_checkpoints(X, args.seed)
         fit_time = time.perf_counter() - start
-        test, kept_test = score_checkpoints(aem, checkpoints, X_test, args.n_samples)
+        test, kept_test = score_checkpoints(
+            aem, checkpoints, X_test, args.n_samples, args.test_normalizer
+        )
         steps = aem.eval_steps_[aem.eval_steps_ > aem.warmup_steps]
         valid = aem.validation_scores_[aem.eval_steps_ > aem.warmup_steps]
         print(
             f"\n== {name}, {len(X)} rows, seed {args.seed}: fit {fit_time:.0f} s, "
-            f"{aem.n_iter_} steps; test: {args.n_test} rows, S = {args.n_samples} =="
+            f"{aem.n_iter_} steps; test: {args.n_test} rows, {points} = {args.n_samples} =="
         )
         print(f"{'step':>6} {'validation (as fit)':>20} {'test':>9}")
         for step, v, t in zip(steps, valid, test, strict=True):
