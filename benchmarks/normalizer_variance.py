@@ -82,8 +82,8 @@ def main():
         print(f"-- log Z error against the converged integral, {args.rows} rows --")
         print(f"{'estimate':16s} {'median |error| per feature':>{max(26, 11 * n_features)}s}  "
               f"{'95th pct (worst feature)':>24s}  {'mean-LL error':>13s}")  # fmt: skip
-        found, row_errors = calibrate(aem, X_test[: args.rows])
-        for label, (median, p95, mean_ll) in found.items():
+        table, row_errors = calibrate(aem, X_test[: args.rows])
+        for label, (median, p95, mean_ll) in table.items():
             medians = " ".join(f"{m:10.1e}" for m in median)
             print(f"{label:16s} {medians}  {p95.max():24.1e}  {mean_ll:+13.5f}", flush=True)
         aem.set_params(n_eval_importance_samples="auto")

@@ -89,9 +89,8 @@ def fit_command(args) -> None:
     fit_time = time.perf_counter() - start
     print(f"data: {args.data}  train {X_train.shape}  test {X_test.shape}")
     print(f"fit: {model.n_iter_} steps in {fit_time:.1f} s")
-    print(
-        f"test log-likelihood (AEM, S={model.n_eval_importance_samples}): {model.score(X_test):.4f}"
-    )
+    points = f"{model.eval_normalizer}, {model.n_eval_importance_samples} points"
+    print(f"test log-likelihood (AEM, {points}): {model.score(X_test):.4f}")
     proposal_ll = model.set_params(density="proposal").score(X_test)
     model.set_params(density="aem")
     print(f"test log-likelihood (proposal):  {proposal_ll:.4f}")

@@ -174,7 +174,7 @@ def plot_conditionals(estimator, x1_values, bounds=None, resolution=400, ax=None
 
 
 def plot_normalizer_calibration(result, ax=None):
-    """Relative error of log Z against the number of importance samples (Figure 5).
+    """Relative error of log Z against the number of points per conditional (Figure 5).
 
     Parameters
     ----------
@@ -186,7 +186,8 @@ def plot_normalizer_calibration(result, ax=None):
     Returns
     -------
     ax : matplotlib Axes
-        One box per number of samples (whiskers at the 5th and 95th percentiles).
+        One box per number of samples or nodes (whiskers at the 5th and 95th
+        percentiles); errors below float64 rounding are drawn at it.
 
     Examples
     --------
@@ -206,11 +207,12 @@ def plot_normalizer_calibration(result, ax=None):
     ['10', '100']
     """
     ax = _axes(ax)
-    errors = [e.ravel() for e in result["relative_error"]]
+    floor = np.finfo(np.float64).eps  # a quadrature rule can be exact to rounding
+    errors = [np.maximum(e.ravel(), floor) for e in result["relative_error"]]
     ax.boxplot(errors, whis=(5, 95), showfliers=False)
     ax.set_xticks(range(1, len(errors) + 1), [str(s) for s in result["n_samples"]])
     ax.set_yscale("log")
-    ax.set_xlabel("importance samples")
+    ax.set_xlabel("importance samples or quadrature nodes")
     ax.set_ylabel("relative error of log Z")
     return ax
 

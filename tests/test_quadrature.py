@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY
 
-from skaem import AEMDensity
+from skaem import AEMDensity, normalizer_calibration
 from skaem._estimator import fitted_state
 from skaem.proposal import GaussianMixtureProposal, UniformProposal, normal_rule
 
@@ -145,3 +145,20 @@ def test_one_feature_scores_by_its_first_normalizer_alone():
     quadrature = aem.score_samples(X[:10])
     sampled = aem.set_params(eval_normalizer="sampling").score_samples(X[:10])
     np.testing.assert_allclose(quadrature, sampled, atol=0.01)
+
+
+def test_calibration_measures_the_rule_and_names_a_bad_choice(trained):
+    aem, X = trained
+    result = normalizer_calibration(aem, X[:5], n_samples=[200], eval_normalizer="quadrature")
+    sampled = normalizer_calibration(
+        aem, X[:5], n_samples=[200], eval_normalizer="sampling", random_state=0
+    )
+    assert np.median(result["relative_error"]) < np.median(sampled["relative_error"]) / 10
+    with pytest.raises(ValueError, match="eval_normalizer"):
+        normalizer_calibration(aem, X[:5], n_samples=[200], eval_normalizer="simpson")
+
+
+def test_a_bad_normalizer_or_point_count_is_named(gaussian_2d):
+    for params in ({"eval_normalizer": "simpson"}, {"n_eval_importance_samples": "many"}):
+        with pytest.raises(ValueError, match=next(iter(params))):
+            AEMDensity(**TINY, **params).fit(gaussian_2d)
