@@ -629,9 +629,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
             deviation), the features' errors added in quadrature. Under the
             default quadrature: for each feature, the change from a rule
             with half the nodes (which costs half as much again), plus float
-            rounding; on the benchmark tasks the actual error exceeded it
-            in about one row in five and twice it in about one in eight
-            (``benchmarks/normalizer_variance.py``). Under
+            rounding. On the benchmark's tasks of 6 and 8 features the
+            actual error exceeded it in 42% and 18% of rows, and twice it
+            in 15% and 10% (``benchmarks/normalizer_variance.py``): read it
+            as a standard error with heavy tails. Under
             ``eval_normalizer="sampling"``: the standard error over the
             importance noise, by the delta method on each conditional's
             importance weights; rows share the noise, so the error of a

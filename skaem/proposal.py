@@ -228,15 +228,15 @@ class UniformProposal(nn.Module):
         return UniformProposal(self.low[sl], self.high[sl])
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
-        low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
+        low, high = self.low.to(x.dtype).unsqueeze(-1), self.high.to(x.dtype).unsqueeze(-1)
         inside = (x >= low) & (x <= high)
         log_density = -(high - low).log().expand_as(x)
         return torch.where(inside, log_density, torch.full_like(x, -math.inf))
 
     def quadrature(self, params: Tensor, n_nodes: int) -> tuple[Tensor, Tensor]:
         """The midpoint rule on each feature's box: nodes and log weights (..., n_nodes)."""
-        cell = (torch.arange(n_nodes, device=self.low.device) + 0.5) / n_nodes
-        low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
+        cell = (torch.arange(n_nodes, device=self.low.device, dtype=params.dtype) + 0.5) / n_nodes
+        low, high = (bound.to(params.dtype).unsqueeze(-1) for bound in (self.low, self.high))
         nodes = (low + (high - low) * cell).expand(*params.shape[:-1], n_nodes)
         return nodes, torch.full_like(nodes, -math.log(n_nodes))
 

@@ -83,13 +83,15 @@ def validation_rows(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup:
     a deterministic quadrature rule of ``n_validation_samples`` nodes for
     each normalizer, so that checkpoints differ only by their weights and
     their ranking is not swayed by importance-sampling noise, nor by its
-    bias, which grows as the model moves away from its proposal.
+    bias, which grows as the model moves away from its proposal. Models the
+    rule does not apply to (``AEM.quadrature_applies``) are sampled, with
+    common noise and at least training's S.
     """
     density = "proposal" if warmup else "aem"
     terms = conditional_log_densities(
         model,
         x_valid[: config.max_validation_rows],
-        config.n_validation_samples,
+        max(config.n_validation_samples, config.n_importance_samples),
         config.validation_seed,
         density,
         config.include_data,

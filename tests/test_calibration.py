@@ -92,6 +92,8 @@ def test_calibration_names_bad_arguments(tiny, gaussian_2d):
 def test_calibration_measures_the_estimator_that_is_scored(tiny, gaussian_2d):
     aem = AEMDensity(**{**tiny, "max_iter": 100}, random_state=0).fit(gaussian_2d)
     X = gaussian_2d[:10]
+    rule = normalizer_calibration(aem, X, n_samples=[10], features=[1])["estimates"]
+    aem.set_params(eval_normalizer="sampling")  # where the data point counts
 
     def estimates(**kwargs):
         options = dict(n_samples=[10], features=[1], random_state=0, **kwargs)
@@ -102,3 +104,6 @@ def test_calibration_measures_the_estimator_that_is_scored(tiny, gaussian_2d):
     assert np.abs(counted - paper).max() > 1e-6
     aem.set_params(normalizer_includes_data=False)
     np.testing.assert_array_equal(estimates(), paper)
+    # The default, the quadrature rule, is what scoring uses and counts no point.
+    np.testing.assert_array_equal(estimates(eval_normalizer="quadrature"), rule)
+    assert np.abs(rule - paper).max() > 1e-6

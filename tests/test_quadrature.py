@@ -161,4 +161,4 @@ def test_calibration_measures_the_rule_and_names_a_bad_choice(trained):
 def test_a_bad_normalizer_or_point_count_is_named(gaussian_2d):
     for params in ({"eval_normalizer": "simpson"}, {"n_eval_importance_samples": "many"}):
         with pytest.raises(ValueError, match=next(iter(params))):
-            AEMDensity(**TINY, **params).fit(gaussian_2d)
+            AEMDensity(**{**TINY, **params}).fit(gaussian_2d)
