@@ -35,7 +35,7 @@ aem = AEMDensity(
 ).fit(X)
 
 fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
-for ax, sampling in zip(axes, ("independent", "stratified"), strict=True):
+for ax, sampling in zip(axes[:2], ("independent", "stratified"), strict=True):
     aem.set_params(importance_sampling=sampling)
     result = normalizer_calibration(
         aem, X_held_out, [10, 20, 100, 1000], random_state=0, eval_normalizer="sampling"
