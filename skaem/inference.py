@@ -83,11 +83,12 @@ def conditional_log_densities(
     model.eval()
     n_features = model.n_features
     quadrature = normalizer == "quadrature" and density == "aem" and model.quadrature_applies()
-    n_heavy = n_defensive_samples(model.proposal, n_samples, defensive_fraction)
-    uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
-    if quadrature:
+    if quadrature:  # no noise: the rule's nodes are fixed
         with autocast(x.device, precision):
             first = model.first_log_normalizer(n_samples)
+    else:
+        n_heavy = n_defensive_samples(model.proposal, n_samples, defensive_fraction)
+        uniforms, normals = common_noise(n_features, n_samples, seed, x.device, n_heavy, stratified)
     block = model.points_per_block(x.device)
     rows = chunk_rows(n_features, 0 if density == "proposal" else n_samples, block)
     out, variances = [], []

@@ -177,8 +177,7 @@ class AEM(nn.Module):
         ``log_q``, the proposal's log-density at ``points``, saves computing it again.
         """
         neg_energy = self.energy(points, context)
-        # Models pickled before energy_base existed are "flat".
-        if getattr(self, "energy_base", "flat") != "proposal":
+        if not self._reshapes_proposal():
             return neg_energy
         if log_q is None:
             with torch.no_grad():
@@ -191,7 +190,11 @@ class AEM(nn.Module):
         where the energy reshapes the proposal, and a box for the uniform.
         Under ``energy_base="flat"`` a Gaussian proposal's tails can hold
         mass that no node sees."""
-        return getattr(self, "energy_base", "flat") == "proposal" or self.proposal.n_params == 0
+        return self._reshapes_proposal() or self.proposal.n_params == 0
+
+    def _reshapes_proposal(self) -> bool:
+        # Models pickled before energy_base existed are "flat".
+        return getattr(self, "energy_base", "flat") == "proposal"
 
     def quadrature_log_normalizer(
         self, proposal, params: Tensor, context: Tensor, n_nodes: int
@@ -201,7 +204,7 @@ class AEM(nn.Module):
         nodes, log_node_weights = proposal.quadrature(params, n_nodes)
 
         def log_ratio(points):  # log f / q at the nodes
-            if getattr(self, "energy_base", "flat") == "proposal":
+            if self._reshapes_proposal():
                 return (self.energy(points, context),)  # no mixture to evaluate
             log_q = proposal.log_prob(params, points)
             return (self.log_unnormalized(proposal, params, context, points, log_q) - log_q,)

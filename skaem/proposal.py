@@ -102,9 +102,7 @@ class GaussianMixtureProposal(nn.Module):
         component = torch.searchsorted(cdf, levels).clamp_(max=k - 1)
         every = torch.arange(k, device=params.device).expand(*component.shape[:-1], k)
         component = torch.cat([every, component], dim=-1).sort(dim=-1).values
-        first = torch.searchsorted(component, component, side="left")
-        count = torch.searchsorted(component, component, side="right") - first
-        rank = torch.arange(n_nodes, device=params.device) - first
+        rank, count = _place_in_runs(component)
         z, log_rule_weights = normal_rule(count, rank, params.dtype)
         log_weights, loc, scale = (t.gather(-1, component) for t in self.split(params))
         return loc + scale * z, log_weights + log_rule_weights
@@ -199,12 +197,18 @@ def _quantiles_within_runs(component: Tensor, normals: Tensor) -> Tensor:
     are then stratified, and each component's integral is estimated without
     bias, so Z is too.
     """
-    first = torch.searchsorted(component, component, side="left")
-    last = torch.searchsorted(component, component, side="right")
-    rank = torch.arange(component.shape[-1], device=component.device) - first
+    rank, count = _place_in_runs(component)
     jitter = torch.special.ndtr(normals).expand(component.shape)
     eps = torch.finfo(jitter.dtype).eps
-    return ((rank + jitter) / (last - first)).clamp(eps, 1 - eps)
+    return ((rank + jitter) / count).clamp(eps, 1 - eps)
+
+
+def _place_in_runs(component: Tensor) -> tuple[Tensor, Tensor]:
+    """For sorted component indices (..., n): each entry's rank within its
+    component's run, and the run's length."""
+    first = torch.searchsorted(component, component, side="left")
+    count = torch.searchsorted(component, component, side="right") - first
+    return torch.arange(component.shape[-1], device=component.device) - first, count
 
 
 class UniformProposal(nn.Module):

@@ -17,13 +17,6 @@ from skaem.proposal import GaussianMixtureProposal, UniformProposal, normal_rule
 pytestmark = pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
 
 
-@pytest.fixture(scope="module")
-def trained():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 2)) @ np.array([[1.0, 0.8], [0.0, 0.6]]) + [1.0, -2.0]
-    return AEMDensity(**{**TINY, "max_iter": 600}, random_state=0).fit(X), X
-
-
 @pytest.mark.parametrize("count", [1, 2, 5, 64, 65, 300])
 def test_normal_rule_integrates_the_normal_moments(count):
     rank = torch.arange(count)
@@ -66,8 +59,8 @@ def test_uniform_rule_is_the_midpoint_rule():
 
 
 @torch.no_grad()
-def test_quadrature_normalizers_match_numerical_integration(trained):
-    aem, X = trained
+def test_quadrature_normalizers_match_numerical_integration(trained_2d):
+    aem, X = trained_2d
     model = copy.deepcopy(aem.model_).double().eval()
     x = fitted_state(aem).to_networks(X[:6], "cpu").double()
     params, context = model.conditionals(x)
@@ -86,8 +79,8 @@ def test_quadrature_normalizers_match_numerical_integration(trained):
     assert 0 < error < 1e-5
 
 
-def test_scores_follow_the_exact_normalizers_and_report_their_error(trained):
-    aem, X = trained
+def test_scores_follow_the_exact_normalizers_and_report_their_error(trained_2d):
+    aem, X = trained_2d
     quadrature, std = aem.score_samples(X[:50], return_std=True)
     exact = aem.set_params(n_eval_importance_samples=20000).score_samples(X[:50])
     aem.set_params(n_eval_importance_samples=TINY["n_eval_importance_samples"])
@@ -100,11 +93,11 @@ def test_scores_follow_the_exact_normalizers_and_report_their_error(trained):
     np.testing.assert_array_equal(quadrature, aem.score_samples(X[:50]))
 
 
-def test_each_row_costs_a_tenth_of_the_energy_evaluations(trained, monkeypatch):
+def test_each_row_costs_a_tenth_of_the_energy_evaluations(trained_2d, monkeypatch):
     # 2 + 200 evaluations a row against 2 x 1,001; the first feature's
     # normalizer is computed once whatever the number of rows, so the cost
     # of a row is the difference between scoring 2n and n rows.
-    aem, X = trained
+    aem, X = trained_2d
     points = []
     energy = type(aem.model_.energy).forward
 
@@ -147,8 +140,8 @@ def test_one_feature_scores_by_its_first_normalizer_alone():
     np.testing.assert_allclose(quadrature, sampled, atol=0.01)
 
 
-def test_calibration_measures_the_rule_and_names_a_bad_choice(trained):
-    aem, X = trained
+def test_calibration_measures_the_rule_and_names_a_bad_choice(trained_2d):
+    aem, X = trained_2d
     result = normalizer_calibration(aem, X[:5], n_samples=[200], eval_normalizer="quadrature")
     sampled = normalizer_calibration(
         aem, X[:5], n_samples=[200], eval_normalizer="sampling", random_state=0
