@@ -24,18 +24,17 @@ from .proposal import UniformProposal, make_proposal
 from .training import ResumePoint, TrainingConfig, train
 
 MAX_SEED = 2**31 - 1
-# early_stopping="auto" holds out validation rows where training passes over
-# the rows this many times or more, and at least this many rows would be
-# held out: at the defaults the networks overfit small data sets, and early
-# stopping cost more than it saved at fewer passes
-# (docs/user_guide/parameters.rst has the comparison).
-_AUTO_EARLY_STOPPING_PASSES = 100
+# early_stopping="auto" holds out validation rows wherever at least this many
+# would be held out. max_iter="auto" then takes the whole step budget below and
+# the validation curve decides where to stop: a fixed 50 passes left the AEM
+# far from converged on many-mode data (diamond, 5,000 rows: -2.42 against
+# -2.15 stopped by validation) and overfit small data sets
+# (benchmarks/results_quality.txt, docs/user_guide/parameters.rst).
 _AUTO_EARLY_STOPPING_ROWS = 10
-# max_iter="auto": this many passes over the training rows, at least
-# _AUTO_MIN_STEPS and at most _AUTO_STEP_BUDGET / n_features steps (a step
-# costs about n_features times a 1-D step: a few minutes on two CPU cores).
-# Short runs left the AEM below its peers (benchmarks/quality.py); small data
-# sets are guarded by early stopping rather than by few steps.
+# max_iter="auto": at most _AUTO_STEP_BUDGET / n_features steps and at least
+# _AUTO_MIN_STEPS (a step costs about n_features times a 1-D step: the budget
+# is a few minutes on two CPU cores). Without early stopping, this many passes
+# over the training rows within those bounds: a fixed length must not overfit.
 _AUTO_PASSES = 50
 _AUTO_MIN_STEPS = 1000
 _AUTO_STEP_BUDGET = 10000
@@ -230,7 +229,7 @@ def fit_networks(
             state.model,
             train_tensor,
             None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
-            _training_config(params, max_iter_for(params, *X.shape), state),
+            _training_config(params, max_iter_for(params, *X.shape, early_stopping), state),
             # Each process, and each later cycle of a warm start, its own batches.
             torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
             step_offset=state.n_iter,
@@ -364,32 +363,45 @@ def draw_rows(state: FittedState, n_samples: int, seed: int, params: dict) -> np
     return state.to_data(z)
 
 
-def max_iter_for(params: dict, n_samples: int, n_features: int) -> int:
+def max_iter_for(
+    params: dict, n_samples: int, n_features: int, early_stopping: bool | None = None
+) -> int:
     """Optimisation steps of a fit on ``n_samples`` rows (resolves ``max_iter="auto"``).
 
     Parameters
     ----------
     params : dict
-        The estimator's parameters (``max_iter`` and ``batch_size`` count).
+        The estimator's parameters (``max_iter``, ``batch_size`` and
+        ``early_stopping`` count).
     n_samples, n_features : int
         The training data's shape.
+    early_stopping : bool, default=None
+        Whether the fit validates; None resolves ``params`` (see
+        :func:`early_stopping_for`).
 
     Returns
     -------
     max_iter : int
-        ``max_iter``, or for "auto" 50 passes over the rows, at least 1,000
-        steps and at most ``max(1000, 10000 // n_features)``.
+        ``max_iter``, or for "auto" ``max(1000, 10000 // n_features)`` steps
+        where validation decides where to stop, else 50 passes over the rows
+        within those bounds.
 
     Examples
     --------
     >>> from skaem import AEMDensity, backend
     >>> backend.max_iter_for(AEMDensity().get_params(), 25000, 2)
+    5000
+    >>> backend.max_iter_for(AEMDensity(early_stopping=False).get_params(), 25000, 2)
     4883
     """
     if params["max_iter"] != "auto":
         return params["max_iter"]
-    steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
+    if early_stopping is None:
+        early_stopping = early_stopping_for(params, n_samples, n_features)
     most = max(_AUTO_MIN_STEPS, _AUTO_STEP_BUDGET // n_features)
+    if early_stopping:
+        return most
+    steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
     return int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
 
 
@@ -479,13 +491,11 @@ def _uniform_box(params, low, high, mean, scale):
 
 def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
     """Whether a fit on ``n_samples`` rows holds out validation rows
-    (resolves ``early_stopping="auto"``)."""
+    (resolves ``early_stopping="auto"``: wherever 10 rows or more would be)."""
     if params["early_stopping"] != "auto":
         return bool(params["early_stopping"])
-    batch = min(params["batch_size"], n_samples)
-    passes = max_iter_for(params, n_samples, n_features) * batch / n_samples
     n_valid = _n_validation_rows(params["validation_fraction"], n_samples)
-    auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
+    auto = n_valid >= _AUTO_EARLY_STOPPING_ROWS
     group = collective.active()
     if group is not None:  # the processes must all validate, or none: rank 0 decides
         auto = bool(group.broadcast_int(int(auto)))

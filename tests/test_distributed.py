@@ -11,8 +11,7 @@ from skaem.distributed import fit_data_parallel
 @pytest.fixture
 def two_process_fit(tiny, gaussian_2d):
     estimator = AEMDensity(
-        **{**tiny, "max_iter": 200, "batch_size": 64},
-        early_stopping=True,
+        **{**tiny, "max_iter": 200, "batch_size": 64, "early_stopping": True},
         device="cpu",
         random_state=0,
     )

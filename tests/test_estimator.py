@@ -144,7 +144,7 @@ def test_uniform_proposal_is_zero_outside_its_box(tiny):
 
 def test_early_stopping_keeps_the_best_or_the_final_validation_weights(tiny, gaussian_2d):
     aem = AEMDensity(
-        **{**tiny, "max_iter": 200}, early_stopping=True, n_iter_no_change=2, random_state=0
+        **{**tiny, "max_iter": 200, "early_stopping": True}, n_iter_no_change=2, random_state=0
     ).fit(gaussian_2d)
     assert aem.validation_scores_ is not None
     assert len(aem.validation_scores_) == len(aem.eval_steps_) == len(aem.train_scores_)
@@ -155,23 +155,19 @@ def test_early_stopping_keeps_the_best_or_the_final_validation_weights(tiny, gau
 
 
 @pytest.mark.parametrize(
-    "n_samples, batch_size, max_iter, early_stopping, expected",
+    "n_samples, max_iter, early_stopping, expected",
     [
-        (200, 256, 100, "auto", True),  # 100 passes over the rows, 20 held out
-        (200, 256, 99, "auto", False),
-        (200, 100, 200, "auto", True),  # batches of half the rows
-        (200, 100, 199, "auto", False),
-        (100, 256, 100, "auto", True),  # 10 rows held out
-        (90, 256, 200, "auto", False),  # 9 rows would be held out
-        (200, 256, 100, False, False),
-        (400, 128, 60, True, True),
+        (100, 60, "auto", True),  # 10 rows held out
+        (90, 60, "auto", False),  # 9 rows would be held out
+        (400, 60, False, False),
+        (90, 60, True, True),
     ],
 )
-def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
-    tiny, gaussian_2d, n_samples, batch_size, max_iter, early_stopping, expected
+def test_auto_early_stopping_wherever_ten_rows_can_be_held_out(
+    tiny, gaussian_2d, n_samples, max_iter, early_stopping, expected
 ):
-    params = dict(tiny, batch_size=batch_size, max_iter=max_iter, eval_interval=50)
-    aem = AEMDensity(**params, early_stopping=early_stopping, random_state=0)
+    params = dict(tiny, max_iter=max_iter, eval_interval=50)
+    aem = AEMDensity(**{**params, "early_stopping": early_stopping}, random_state=0)
     aem.fit(gaussian_2d[:n_samples])
     assert aem.do_early_stopping_ is expected
     assert (aem.validation_scores_ is not None) is expected
@@ -179,23 +175,28 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
 
 
 @pytest.mark.parametrize(
-    "n_samples, n_features, batch_size, expected",
+    "n_samples, n_features, batch_size, early_stopping, expected",
     [
-        (25000, 2, 256, 4883),  # 50 passes over the rows
-        (25000, 8, 256, 1250),  # capped at 10,000 / n_features
-        (2000, 2, 256, 1000),  # at least 1,000 steps
-        (6400, 2, 128, 2500),  # passes count with the batch size
-        (100000, 30, 256, 1000),  # the floor holds above the cap
+        (25000, 2, 256, "auto", 5000),  # the budget, validation decides the rest
+        (25000, 8, 256, "auto", 1250),  # 10,000 / n_features
+        (100000, 30, 256, "auto", 1000),  # the floor holds above the budget
+        (25000, 2, 256, False, 4883),  # without validation: 50 passes over the rows
+        (25000, 8, 256, False, 1250),  # capped at 10,000 / n_features
+        (2000, 2, 256, False, 1000),  # at least 1,000 steps
+        (6400, 2, 128, False, 2500),  # passes count with the batch size
+        (50, 2, 256, "auto", 1000),  # too few rows to validate: 50 passes, floored
     ],
 )
-def test_auto_max_iter_scales_with_rows_and_features(n_samples, n_features, batch_size, expected):
-    params = AEMDensity(batch_size=batch_size).get_params()
+def test_auto_max_iter_follows_early_stopping_rows_and_features(
+    n_samples, n_features, batch_size, early_stopping, expected
+):
+    params = AEMDensity(batch_size=batch_size, early_stopping=early_stopping).get_params()
     assert backend.max_iter_for(params, n_samples, n_features) == expected
     assert backend.max_iter_for({**params, "max_iter": 7}, n_samples, n_features) == 7
 
 
 def test_auto_max_iter_sets_the_steps_a_fit_runs(tiny, gaussian_2d):
-    aem = AEMDensity(**{**tiny, "max_iter": "auto"}, early_stopping=False, random_state=0)
+    aem = AEMDensity(**{**tiny, "max_iter": "auto"}, random_state=0)
     with mock.patch("skaem.backend._AUTO_MIN_STEPS", 30):
         aem.fit(gaussian_2d[:100])  # 50 passes of 100-row batches: 50 steps
     assert aem.n_iter_ == 50
@@ -320,7 +321,7 @@ def test_fit_warns_where_held_out_rows_prefer_the_proposal(
         rows = real(model, x_valid, config, warmup)
         return rows + proposal_margin if warmup else rows
 
-    aem = AEMDensity(**tiny, early_stopping=True, random_state=0)
+    aem = AEMDensity(**{**tiny, "early_stopping": True}, random_state=0)
     with mock.patch.object(training, "validation_rows", shifted), warnings.catch_warnings():
         if not warns:
             warnings.filterwarnings("error", message=".*below its own proposal")
@@ -349,3 +350,13 @@ def test_validation_scores_fixed_rows_with_more_samples_than_training(tiny, gaus
         again = training.validation_rows(aem.model_, x_valid, config, warmup=False).mean()
     assert seen == [(30, 100), (30, 100)]  # the first 30 rows, 100 samples, every time
     assert first == again
+
+
+def test_auto_max_iter_with_early_stopping_runs_the_budget(tiny, gaussian_2d):
+    aem = AEMDensity(**{**tiny, "max_iter": "auto", "early_stopping": "auto"}, random_state=0)
+    with (
+        mock.patch("skaem.backend._AUTO_MIN_STEPS", 30),
+        mock.patch("skaem.backend._AUTO_STEP_BUDGET", 160),
+    ):
+        aem.fit(gaussian_2d[:100])  # 10 rows held out: validated, 160 / 2 steps
+    assert aem.do_early_stopping_ and aem.n_iter_ == 80

@@ -11,7 +11,7 @@ def test_each_kde_conditional_integrates_to_one(tiny, gaussian_2d, proposal_weig
     # Trained long enough for the energy's tails to fall, so that the heavy-tailed
     # importance samples that carry the kernels lie inside the grid.
     aem = AEMDensity(
-        **{**tiny, "max_iter": 600},
+        **{**tiny, "max_iter": 600, "early_stopping": True},
         density="kde",
         kde_bandwidth=0.1,
         kde_proposal_weight=proposal_weight,

@@ -25,7 +25,7 @@ def _dependent_rows(n, seed, shift=0.0):
 def detector_and_data(tiny):
     X = _dependent_rows(400, 0)
     detector = AEMOutlierDetector(
-        **{**tiny, "max_iter": 400}, contamination=0.05, random_state=0
+        **{**tiny, "max_iter": 400, "early_stopping": True}, contamination=0.05, random_state=0
     ).fit(X)
     return detector, X
 
@@ -60,7 +60,9 @@ def test_auto_contamination_flags_few_typical_rows_and_the_broken_ones(tiny):
     # The three-sigma rule on the training scores: measured, 1% of the
     # training rows, 3% of unseen ones, and 98% of rows off the dependence.
     X = _dependent_rows(400, 0)
-    detector = AEMOutlierDetector(**{**tiny, "max_iter": 400}, random_state=0).fit(X)
+    detector = AEMOutlierDetector(
+        **{**tiny, "max_iter": 400, "early_stopping": True}, random_state=0
+    ).fit(X)
     assert np.mean(detector.predict(X) == -1) <= 0.03
     assert np.mean(detector.predict(_dependent_rows(2000, 5)) == -1) < 0.06
     assert np.mean(detector.predict(_dependent_rows(200, 6, shift=0.5)) == -1) > 0.9

@@ -80,7 +80,7 @@ def fitted():
     from conftest import TINY
 
     X = np.random.default_rng(0).normal(size=(300, 2))
-    return AEMDensity(**TINY, early_stopping=True, random_state=0).fit(X), X
+    return AEMDensity(**{**TINY, "early_stopping": True}, random_state=0).fit(X), X
 
 
 def test_density_and_samples(fitted):

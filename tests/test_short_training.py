@@ -17,6 +17,7 @@ def test_no_test_row_far_below_the_proposal_after_brief_training(make):
         energy_hidden_features=64,
         energy_n_blocks=2,
         max_iter=600,
+        early_stopping=False,
         warmup_steps=30,
         n_eval_importance_samples=200,
         random_state=0,

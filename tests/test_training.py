@@ -49,7 +49,7 @@ def test_a_plateau_anneals_for_as_long_as_the_patience_before_stopping(
     # Held-out scores that never improve on the first evaluation (step 20).
     monkeypatch.setattr(training, "validation_rows", lambda model, x, *args: torch.zeros(len(x)))
     params = {**tiny, "max_iter": 10_000, "warmup_steps": 0}
-    aem = AEMDensity(**params, early_stopping=True, n_iter_no_change=3, random_state=0)
+    aem = AEMDensity(**{**params, "early_stopping": True}, n_iter_no_change=3, random_state=0)
     aem.fit(gaussian_2d)
     # The plateau is seen at step 80; annealing then takes 3 evaluations of 20 steps.
     assert aem.n_iter_ == 80 + 3 * 20
@@ -69,7 +69,7 @@ def test_the_final_weights_stay_unless_clearly_worse_than_the_best(
         return noise - noise.mean() - (0.0 if len(weights) == 2 else drop)
 
     monkeypatch.setattr(training, "validation_rows", rows)
-    aem = AEMDensity(**{**tiny, "warmup_steps": 0}, early_stopping=True, random_state=0)
+    aem = AEMDensity(**{**tiny, "warmup_steps": 0, "early_stopping": True}, random_state=0)
     aem.fit(gaussian_2d)
     expected = weights[1] if kept == "best" else weights[2]
     for name, value in aem.model_.state_dict().items():
