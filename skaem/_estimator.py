@@ -659,7 +659,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         terms, variances = self._terms(X, return_variance=True)
         return terms.sum(axis=1), np.sqrt(variances.sum(axis=1))
 
-    def score(self, X, y=None):
+    def score(self, X, y=None, return_std=False):
         """Mean log-likelihood of X (higher is better).
 
         Parameters
@@ -668,13 +668,26 @@ class AEMDensity(DensityMixin, BaseEstimator):
             Points to score.
         y : None
             Ignored; present for API consistency.
+        return_std : bool, default=False
+            Also return the estimate's error: the mean of the rows' errors
+            (``score_samples(X, return_std=True)``). Rows share the
+            importance noise or the quadrature rule, so their errors move
+            together and the mean's error is at most the mean of theirs.
+            It is the error of the normalizers' estimate alone; the spread
+            of the rows' scores (their standard deviation over
+            ``sqrt(n_samples)``) measures how well X represents the density.
 
         Returns
         -------
         score : float
             Mean of :meth:`score_samples` over the rows.
+        score_std : float
+            With ``return_std=True``: the estimated error of ``score``.
         """
-        return float(np.mean(self.score_samples(X)))
+        if not return_std:
+            return float(np.mean(self.score_samples(X)))
+        scores, errors = self.score_samples(X, return_std=True)
+        return float(np.mean(scores)), float(np.mean(errors))
 
     def sample(self, n_samples=1, random_state=None):
         """Draw samples by autoregressive importance resampling.
