@@ -137,7 +137,7 @@ def run_one(name, X, X_test, truth, seed, budgets, report, long_early_stopping=F
         rows.append((label, scores, fit_time, score_time, detail))
 
     aem, fit_time = timed(AEMDensity(random_state=seed).fit, X)
-    stopped = ", stopped by validation" if aem.do_early_stopping_ else ""
+    stopped = ", early stopping on" if aem.do_early_stopping_ else ""
     detail = f"{aem.n_iter_} steps{stopped}, max_iter={aem.max_iter}"
     add("AEM default", aem.score_samples, fit_time, detail)
     aem.set_params(density="proposal")
