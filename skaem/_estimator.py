@@ -244,12 +244,13 @@ class AEMDensity(DensityMixin, BaseEstimator):
     max_iter : "auto" or int, default="auto"
         Number of optimisation steps (not epochs), warm-up included, with
         the learning rate annealed over exactly these steps (early stopping
-        may end the run sooner). "auto" takes ``max(1000, 10000 //
-        n_features)`` steps, a few minutes on two CPU cores, and leaves the
-        length to early stopping; without early stopping it takes 50 passes
-        over the training rows (``50 * n_samples / batch_size`` steps) within
-        the same bounds: 25,000 x 2 rows get 5,000 steps (4,883 without early
-        stopping), 25,000 x 8 rows 1,250.
+        may end the run sooner). "auto" allows a budget of ``max(1000,
+        10000 // n_features)`` steps, a few minutes on two CPU cores. With
+        early stopping it takes the whole budget and validation decides
+        where to stop; without, 50 passes over the training rows
+        (``50 * n_samples / batch_size`` steps) within the budget and at
+        least 1,000 steps: 5,000 x 2 rows get up to 5,000 validated steps,
+        25,000 x 2 rows 4,883 steps, 25,000 x 8 rows 1,250.
         The paper trains for 10^5-10^6 steps; docs/user_guide/cost.rst gives
         the default's fit times.
     warmup_steps : int, default=50
@@ -263,11 +264,15 @@ class AEMDensity(DensityMixin, BaseEstimator):
         learning rate to zero over as many steps, then stop. The final
         weights are kept unless the held-out rows score them clearly (two
         standard errors, paired) below the best ones, which are then
-        restored. "auto" does so wherever at least 10 rows would be held
-        out: the validation curve then sets the training length, which no
-        fixed number of steps got right both for small data sets (which the
-        networks overfit) and for many-mode ones (which need thousands of
-        steps more); ``benchmarks/quality.py`` has the comparison.
+        restored. "auto" does so where the steps allowed (``max_iter``, or
+        for "auto" its budget) pass over the rows 100 times or more
+        (``steps * min(batch_size, n_samples) >= 100 * n_samples``: at the
+        defaults, fewer than 12,800 rows of 2 features or 2,560 of 10) and
+        at least 10 rows would be held out: there the networks can overfit
+        and the validation curve sets the training length, which on
+        many-mode data is thousands of steps more than a fixed count gave.
+        On more rows it cost held-out rows and cut the anneal short
+        (``benchmarks/quality.py``).
     validation_fraction : float, default=0.1
         Fraction of rows held out when early stopping is on.
     n_iter_no_change : int, default=10

@@ -24,17 +24,21 @@ from .proposal import UniformProposal, make_proposal
 from .training import ResumePoint, TrainingConfig, train
 
 MAX_SEED = 2**31 - 1
-# early_stopping="auto" holds out validation rows wherever at least this many
-# would be held out. max_iter="auto" then takes the whole step budget below and
-# the validation curve decides where to stop: a fixed 50 passes left the AEM
-# far from converged on many-mode data (diamond, 5,000 rows: -2.42 against
-# -2.15 stopped by validation) and overfit small data sets
-# (benchmarks/results_quality.txt, docs/user_guide/parameters.rst).
+# early_stopping="auto" holds out validation rows where the step budget below
+# would pass over the training rows this many times or more (and at least
+# this many rows would be held out); max_iter="auto" then takes the whole
+# budget and the validation curve decides where to stop. A fixed 50 passes
+# left the AEM far from converged on many-mode data (diamond, 5,000 rows:
+# -2.42 against -2.15 stopped by validation) and overfit small data sets,
+# while on data the budget cannot overfit, validation only cost rows and cut
+# the anneal short (25,000 checkerboard rows: -3.520 against -3.507;
+# benchmarks/results_quality*.txt, docs/user_guide/parameters.rst).
+_AUTO_EARLY_STOPPING_PASSES = 100
 _AUTO_EARLY_STOPPING_ROWS = 10
 # max_iter="auto": at most _AUTO_STEP_BUDGET / n_features steps and at least
 # _AUTO_MIN_STEPS (a step costs about n_features times a 1-D step: the budget
 # is a few minutes on two CPU cores). Without early stopping, this many passes
-# over the training rows within those bounds: a fixed length must not overfit.
+# over the training rows within those bounds.
 _AUTO_PASSES = 50
 _AUTO_MIN_STEPS = 1000
 _AUTO_STEP_BUDGET = 10000
@@ -389,16 +393,16 @@ def max_iter_for(
     Examples
     --------
     >>> from skaem import AEMDensity, backend
-    >>> backend.max_iter_for(AEMDensity().get_params(), 25000, 2)
+    >>> backend.max_iter_for(AEMDensity().get_params(), 5000, 2)  # validated
     5000
-    >>> backend.max_iter_for(AEMDensity(early_stopping=False).get_params(), 25000, 2)
+    >>> backend.max_iter_for(AEMDensity().get_params(), 25000, 2)  # 50 passes
     4883
     """
     if params["max_iter"] != "auto":
         return params["max_iter"]
     if early_stopping is None:
         early_stopping = early_stopping_for(params, n_samples, n_features)
-    most = max(_AUTO_MIN_STEPS, _AUTO_STEP_BUDGET // n_features)
+    most = _step_budget(n_features)
     if early_stopping:
         return most
     steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
@@ -491,15 +495,25 @@ def _uniform_box(params, low, high, mean, scale):
 
 def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
     """Whether a fit on ``n_samples`` rows holds out validation rows
-    (resolves ``early_stopping="auto"``: wherever 10 rows or more would be)."""
+    (resolves ``early_stopping="auto"``: where the step budget, or
+    ``max_iter``, passes over the rows 100 times or more, and at least 10
+    rows would be held out)."""
     if params["early_stopping"] != "auto":
         return bool(params["early_stopping"])
+    steps = params["max_iter"]
+    if steps == "auto":
+        steps = _step_budget(n_features)
+    passes = steps * min(params["batch_size"], n_samples) / n_samples
     n_valid = _n_validation_rows(params["validation_fraction"], n_samples)
-    auto = n_valid >= _AUTO_EARLY_STOPPING_ROWS
+    auto = passes >= _AUTO_EARLY_STOPPING_PASSES and n_valid >= _AUTO_EARLY_STOPPING_ROWS
     group = collective.active()
     if group is not None:  # the processes must all validate, or none: rank 0 decides
         auto = bool(group.broadcast_int(int(auto)))
     return auto
+
+
+def _step_budget(n_features: int) -> int:
+    return max(_AUTO_MIN_STEPS, _AUTO_STEP_BUDGET // n_features)
 
 
 def _n_validation_rows(fraction: float, n_samples: int) -> int:

@@ -155,18 +155,22 @@ def test_early_stopping_keeps_the_best_or_the_final_validation_weights(tiny, gau
 
 
 @pytest.mark.parametrize(
-    "n_samples, max_iter, early_stopping, expected",
+    "n_samples, batch_size, max_iter, early_stopping, expected",
     [
-        (100, 60, "auto", True),  # 10 rows held out
-        (90, 60, "auto", False),  # 9 rows would be held out
-        (400, 60, False, False),
-        (90, 60, True, True),
+        (200, 256, 100, "auto", True),  # 100 passes over the rows, 20 held out
+        (200, 256, 99, "auto", False),
+        (200, 100, 200, "auto", True),  # batches of half the rows
+        (200, 100, 199, "auto", False),
+        (100, 256, 100, "auto", True),  # 10 rows held out
+        (90, 256, 200, "auto", False),  # 9 rows would be held out
+        (200, 256, 100, False, False),
+        (400, 128, 60, True, True),
     ],
 )
-def test_auto_early_stopping_wherever_ten_rows_can_be_held_out(
-    tiny, gaussian_2d, n_samples, max_iter, early_stopping, expected
+def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
+    tiny, gaussian_2d, n_samples, batch_size, max_iter, early_stopping, expected
 ):
-    params = dict(tiny, max_iter=max_iter, eval_interval=50)
+    params = dict(tiny, batch_size=batch_size, max_iter=max_iter, eval_interval=50)
     aem = AEMDensity(**{**params, "early_stopping": early_stopping}, random_state=0)
     aem.fit(gaussian_2d[:n_samples])
     assert aem.do_early_stopping_ is expected
@@ -177,12 +181,14 @@ def test_auto_early_stopping_wherever_ten_rows_can_be_held_out(
 @pytest.mark.parametrize(
     "n_samples, n_features, batch_size, early_stopping, expected",
     [
-        (25000, 2, 256, "auto", 5000),  # the budget, validation decides the rest
-        (25000, 8, 256, "auto", 1250),  # 10,000 / n_features
-        (100000, 30, 256, "auto", 1000),  # the floor holds above the budget
-        (25000, 2, 256, False, 4883),  # without validation: 50 passes over the rows
-        (25000, 8, 256, False, 1250),  # capped at 10,000 / n_features
-        (2000, 2, 256, False, 1000),  # at least 1,000 steps
+        (5000, 2, 256, "auto", 5000),  # the budget passes 256 times: validated, whole budget
+        (12800, 2, 256, "auto", 5000),  # exactly 100 passes
+        (12801, 2, 256, "auto", 2500),  # fewer: 50 passes, not validated
+        (25000, 2, 256, "auto", 4883),  # 50 passes over the rows
+        (25000, 8, 256, "auto", 1250),  # capped at 10,000 / n_features
+        (5000, 6, 256, "auto", 1000),  # 1,666 steps pass 85 times: 50 passes, floored
+        (100000, 30, 256, "auto", 1000),  # the floor holds above the cap
+        (5000, 2, 256, False, 1000),  # at least 1,000 steps
         (6400, 2, 128, False, 2500),  # passes count with the batch size
         (50, 2, 256, "auto", 1000),  # too few rows to validate: 50 passes, floored
     ],
@@ -356,7 +362,7 @@ def test_auto_max_iter_with_early_stopping_runs_the_budget(tiny, gaussian_2d):
     aem = AEMDensity(**{**tiny, "max_iter": "auto", "early_stopping": "auto"}, random_state=0)
     with (
         mock.patch("skaem.backend._AUTO_MIN_STEPS", 30),
-        mock.patch("skaem.backend._AUTO_STEP_BUDGET", 160),
+        mock.patch("skaem.backend._AUTO_STEP_BUDGET", 240),
     ):
-        aem.fit(gaussian_2d[:100])  # 10 rows held out: validated, 160 / 2 steps
-    assert aem.do_early_stopping_ and aem.n_iter_ == 80
+        aem.fit(gaussian_2d[:100])  # the budget of 240 / 2 steps passes 120 times
+    assert aem.do_early_stopping_ and aem.n_iter_ == 120
