@@ -31,7 +31,7 @@ MAX_SEED = 2**31 - 1
 # left the AEM far from converged on many-mode data (diamond, 5,000 rows:
 # -2.42 against -2.15 stopped by validation) and overfit small data sets,
 # while on data the budget cannot overfit, validation only cost rows and cut
-# the anneal short (25,000 checkerboard rows: -3.520 against -3.507;
+# the anneal short (25,000 checkerboard rows: -3.520 against -3.508;
 # benchmarks/results_quality*.txt, docs/user_guide/parameters.rst).
 _AUTO_EARLY_STOPPING_PASSES = 100
 _AUTO_EARLY_STOPPING_ROWS = 10
