@@ -81,22 +81,35 @@ def fit_kde(X, seed):
     return StandardizedKDE(search.best_params_["bandwidth"]).fit(X), search.best_params_
 
 
-def fit_gmm(X, seed):
-    X_fit, X_valid = split_validation(X, seed)
+def select_gmm(X_fit, X_valid, seed, report=None):
+    """The GaussianMixture fitted on ``X_fit`` that scores best on ``X_valid``.
+
+    Components grow along ``GMM_COMPONENTS`` (at least 10 rows a component)
+    for each covariance type until two larger mixtures in a row validate
+    worse than the best; ``report(k, covariance, score)`` sees every candidate.
+    """
     best = (-np.inf, None)
     for covariance in ("full", "diag"):
         worse, best_here = 0, -np.inf
         for k in GMM_COMPONENTS:
-            if k > len(X_fit) // 10:  # at least 10 rows a component
+            if k > len(X_fit) // 10:
                 break
             gmm = GaussianMixture(k, covariance_type=covariance, reg_covar=1e-6, random_state=seed)
             score = gmm.fit(X_fit).score(X_valid)
+            if report is not None:
+                report(k, covariance, score)
             worse = worse + 1 if score < best_here else 0
             best_here = max(best_here, score)
-            best = max(best, (score, (k, covariance)), key=lambda b: b[0])
+            if score > best[0]:
+                best = (score, gmm)
             if worse == 2:  # two larger mixtures in a row did worse: past the best size
                 break
-    k, covariance = best[1]
+    return best[1]
+
+
+def fit_gmm(X, seed):
+    chosen = select_gmm(*split_validation(X, seed), seed)
+    k, covariance = chosen.n_components, chosen.covariance_type
     gmm = GaussianMixture(k, covariance_type=covariance, reg_covar=1e-6, random_state=seed)
     return gmm.fit(X), {"n_components": k, "covariance_type": covariance}
 

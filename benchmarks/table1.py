@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
+from quality import select_gmm
 
 from skaem import AEMDensity
 from skaem import datasets as ds
@@ -88,7 +88,6 @@ PAPER_FLOWS = {
     "miniboone": (-12.27, -11.68),
     "bsds300": (153.71, 156.36),
 }
-GMM_COMPONENTS = [1, 2, 5, 10, 20, 50, 100, 200, 300, 500]
 
 
 def estimator(name, args, seed):
@@ -123,20 +122,11 @@ def mean_and_error(log_p):
 
 def fit_gmm(train, validation, seed):
     """GaussianMixture with components and covariance type chosen on ``validation``."""
-    best = (-np.inf, None)
-    for covariance in ("full", "diag"):
-        worse, best_here = 0, -np.inf
-        for k in GMM_COMPONENTS:
-            gmm = GaussianMixture(k, covariance_type=covariance, reg_covar=1e-6, random_state=seed)
-            score = gmm.fit(train).score(validation)
-            print(f"  GaussianMixture {k:3d} {covariance:4s}: validation {score:.4f}", flush=True)
-            worse = worse + 1 if score < best_here else 0
-            best_here = max(best_here, score)
-            if score > best[0]:
-                best = (score, gmm)
-            if worse == 2:  # two larger mixtures in a row did worse: past the best size
-                break
-    return best[1]
+
+    def report(k, covariance, score):
+        print(f"  GaussianMixture {k:3d} {covariance:4s}: validation {score:.4f}", flush=True)
+
+    return select_gmm(train, validation, seed, report)
 
 
 def line(label, log_p, paper, seconds):
