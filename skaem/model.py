@@ -28,6 +28,14 @@ TILED_POINTS_PER_BLOCK = 2**16
 # A GPU needs larger products to keep its cores busy; 2**18 points make 128
 # MiB activations, small beside its memory.
 GPU_POINTS_PER_BLOCK = 2**18
+# The first feature's mixture starts at the maximum-likelihood fit of its
+# column (k-means++, then EM, on at most this many rows, for this many steps)
+# where there are 10 rows a component and the fit scores held-out rows of the
+# column above the quantile start: gradient steps alone left it short of that
+# fit on many-mode columns (5,000 diamond rows: -1.47 on test rows after
+# 5,000 steps, against -1.40 from EM, kept through training).
+FIRST_FEATURE_EM_ROWS = 20000
+FIRST_FEATURE_EM_STEPS = 100
 
 
 class AEM(nn.Module):
@@ -98,7 +106,8 @@ class AEM(nn.Module):
     @torch.no_grad()
     def initialize_proposal(self, x: Tensor) -> None:
         """Start the first feature's proposal at a mixture fitted to its
-        quantiles in the training data ``x`` (N, D).
+        column of the training data ``x`` (N, D): its quantiles, then, with
+        10 rows a component, k-means and EM.
 
         The first conditional has no inputs: its mixture is the ResMADE's
         output biases alone, which otherwise start with every component
@@ -109,7 +118,23 @@ class AEM(nn.Module):
         on test rows after 100 steps, where the plain start gave -3.4 and -30).
         """
         first = self.made.output_layer.bias.view(self.n_features, -1)[0]
-        first[self.context_features :] = self.proposal.initial_params(x[:, :1])[0]
+        column = x[:: max(1, x.shape[0] // FIRST_FEATURE_EM_ROWS), :1]
+        em_steps = FIRST_FEATURE_EM_STEPS if self._em_start_generalizes(column) else 0
+        first[self.context_features :] = self.proposal.initial_params(column, em_steps)[0]
+
+    def _em_start_generalizes(self, column: Tensor) -> bool:
+        """Whether EM's mixture, fitted on four fifths of ``column`` (N, 1),
+        scores the other fifth above the quantile start does. On a few hundred
+        rows EM's narrow components can fit the rows rather than their law."""
+        n_components = getattr(self.proposal, "n_components", 0)  # the uniform has none
+        if not (FIRST_FEATURE_EM_STEPS and n_components) or len(column) < 10 * n_components:
+            return False
+        held = torch.arange(len(column), device=column.device) % 5 == 0
+        fit, scored = column[~held], column[held]
+        em = self.proposal.initial_params(fit, FIRST_FEATURE_EM_STEPS)[0]
+        quantiles = self.proposal.initial_params(fit)[0]
+        score = lambda params: self.proposal.log_prob(params, scored).mean()  # noqa: E731
+        return bool(score(em) > score(quantiles))
 
     def conditionals(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Proposal parameters (N, D, P) and projected contexts (N, D, H)."""

@@ -41,23 +41,33 @@ class GaussianMixtureProposal(nn.Module):
         """The proposal of one feature, or of a slice of them (the same map for every feature)."""
         return self
 
-    def initial_params(self, x: Tensor) -> Tensor:
-        """Parameters (D, 3K) of a mixture per column of ``x`` (N, D) matching its quantiles.
+    def initial_params(self, x: Tensor, em_steps: int = 0) -> Tensor:
+        """Parameters (D, 3K) of a mixture per column of ``x`` (N, D).
 
-        Component k sits at the median of the k-th of K equal-mass bins of
+        Component k starts at the median of the k-th of K equal-mass bins of
         the column, with the bin's width as its scale and equal weights: a
-        smoothed histogram of the column. Empty bins (repeated values) get a
-        scale of at least a hundredth of a standardised unit.
+        smoothed histogram of the column. ``em_steps`` steps of
+        expectation-maximisation then move it towards the column's
+        maximum-likelihood mixture. Scales stay at least a hundredth of a
+        standardised unit (repeated values would otherwise collapse them).
         """
         k = self.n_components
+        floor = max(0.01, 2 * self.min_scale)
         levels = torch.linspace(0, 1, 2 * k + 1, dtype=torch.float64, device=x.device)
         ordered = x.double().sort(dim=0).values
         index = (levels * (x.shape[0] - 1)).round().long()
         edges = ordered[index].T  # (D, 2K + 1): bin edges and medians
         loc = edges[:, 1::2]
-        width = (edges[:, 2::2] - edges[:, :-1:2]).clamp(min=max(0.01, 2 * self.min_scale))
-        raw_scale = _inverse_softplus(width - self.min_scale)
-        return torch.cat([torch.zeros_like(loc), loc, raw_scale], dim=-1).to(x.dtype)
+        scale = (edges[:, 2::2] - edges[:, :-1:2]).clamp(min=floor)
+        log_weights = torch.full_like(loc, -math.log(k))
+        if em_steps:
+            columns = x.double().T
+            loc = _k_means_plus_plus(columns, k)
+            log_weights, loc, scale = _k_means(columns, loc, floor, em_steps)
+        for _ in range(em_steps):
+            log_weights, loc, scale = _em_step(x.double().T, log_weights, loc, scale, floor)
+        raw_scale = _inverse_softplus(scale - self.min_scale)
+        return torch.cat([log_weights, loc, raw_scale], dim=-1).to(x.dtype)
 
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log mixture weights, locations and scales, each (..., K)."""
@@ -184,6 +194,66 @@ def _hermite_table(device, dtype) -> tuple[Tensor, Tensor]:
     return _hermite_tables[key]
 
 
+def _k_means_plus_plus(x: Tensor, k: int) -> Tensor:
+    """Greedy k-means++ seeds (D, K) for columns ``x`` (D, N).
+
+    Each next seed is the best, by the summed squared distance to the
+    nearest seed, of a few candidates drawn in proportion to that distance.
+    A fixed generator makes the start a function of the data alone.
+    """
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    d, n = x.shape
+    n_candidates = 2 + int(math.log(k))
+    rows = torch.arange(d, device=x.device)
+    first = torch.randint(n, (d,), generator=generator, device=x.device)
+    seeds = [x[rows, first]]
+    distance = (x - seeds[0].unsqueeze(-1)).square()  # (D, N)
+    for _ in range(k - 1):
+        # All-zero distances (every row on a seed) leave equal odds.
+        weights = distance + (distance.sum(-1, keepdim=True) == 0).to(x.dtype)
+        picks = torch.multinomial(weights, n_candidates, replacement=True, generator=generator)
+        candidates = torch.gather(x, 1, picks)  # (D, C)
+        trial = torch.minimum(
+            distance.unsqueeze(1), (x.unsqueeze(1) - candidates.unsqueeze(-1)).square()
+        )  # (D, C, N)
+        best = trial.sum(-1).argmin(-1)
+        seeds.append(candidates[rows, best])
+        distance = trial[rows, best]
+    return torch.stack(seeds, dim=-1).sort(dim=-1).values
+
+
+def _k_means(x: Tensor, loc: Tensor, floor: float, n_steps: int):
+    """Lloyd's k-means on columns ``x`` (D, N) from centres ``loc`` (D, K):
+    the clusters' log shares, centres and spreads."""
+    for _ in range(n_steps):
+        nearest = (x.unsqueeze(-1) - loc.unsqueeze(1)).abs().argmin(-1)  # (D, N)
+        members = F.one_hot(nearest, loc.shape[-1]).to(x.dtype)  # (D, N, K)
+        count = members.sum(1)
+        centre = (members * x.unsqueeze(-1)).sum(1) / count.clamp(min=1)
+        loc = torch.where(count > 0, centre, loc)
+    spread = (members * (x.unsqueeze(-1) - loc.unsqueeze(1)).square()).sum(1) / count.clamp(min=1)
+    share = (count / x.shape[1]).clamp(min=1e-12)
+    return (share / share.sum(-1, keepdim=True)).log(), loc, spread.sqrt().clamp(min=floor)
+
+
+def _em_step(x: Tensor, log_weights: Tensor, loc: Tensor, scale: Tensor, floor: float):
+    """One expectation-maximisation step of 1-D mixtures (D, K) on columns ``x`` (D, N)."""
+    log_joint = log_weights.unsqueeze(1) + normal_log_prob(
+        x.unsqueeze(-1), loc.unsqueeze(1), scale.unsqueeze(1)
+    )  # (D, N, K)
+    resp = (log_joint - log_joint.logsumexp(-1, keepdim=True)).exp()
+    # A component no row claims keeps its place and scale rather than dividing by zero.
+    mass = resp.sum(1)
+    held = mass.clamp(min=1e-12)
+    new_loc = (resp * x.unsqueeze(-1)).sum(1) / held
+    spread = (resp * (x.unsqueeze(-1) - new_loc.unsqueeze(1)).square()).sum(1) / held
+    alive = mass > 1e-6
+    loc = torch.where(alive, new_loc, loc)
+    scale = torch.where(alive, spread.sqrt().clamp(min=floor), scale)
+    log_weights = (mass / x.shape[1]).clamp(min=1e-12).log()
+    return log_weights - log_weights.logsumexp(-1, keepdim=True), loc, scale
+
+
 def _inverse_softplus(y: Tensor) -> Tensor:
     return y + torch.log(-torch.expm1(-y))
 
@@ -222,7 +292,7 @@ class UniformProposal(nn.Module):
     n_params = 0
     heavy_log_prob = heavy_sample = None  # bounded support: weights are bounded
 
-    def initial_params(self, x: Tensor) -> Tensor:
+    def initial_params(self, x: Tensor, em_steps: int = 0) -> Tensor:
         """No parameters: shape (D, 0)."""
         return x.new_zeros(x.shape[1], 0)
 

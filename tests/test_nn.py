@@ -110,3 +110,80 @@ def test_initialized_proposal_matches_the_first_feature_before_training():
     assert truth[0] - after[0] < 0.2, (truth, after)
     assert truth[0] - before[0] > 1.0, (truth, before)
     assert after[1] == before[1]
+
+
+def _many_modes(n_rows, generator):
+    # Twelve narrow modes of unequal weight: equal-mass quantile bins put
+    # several components on the heavy modes and merge the light ones.
+    centres = torch.linspace(-3.0, 3.0, 12)
+    weights = torch.linspace(1.0, 6.0, 12)
+    pick = torch.multinomial(weights, n_rows, replacement=True, generator=generator)
+    x = centres[pick] + 0.04 * torch.randn(n_rows, generator=generator)
+    mode_log_density = torch.distributions.Normal(centres, 0.04).log_prob(x[:, None])
+    log_density = torch.logsumexp((weights / weights.sum()).log() + mode_log_density, dim=-1)
+    return x[:, None], log_density
+
+
+def test_initial_mixture_reaches_the_maximum_likelihood_of_a_many_mode_column():
+    generator = torch.Generator().manual_seed(0)
+    x, log_density = _many_modes(4000, generator)
+    proposal = GaussianMixtureProposal(16)
+    fitted = proposal.initial_params(x, em_steps=100)[0]
+    quantiles = proposal.initial_params(x)[0]
+    truth = log_density.mean()
+    # Sixteen components can hold twelve modes: EM reaches the truth on the
+    # training rows; the quantile start alone stays far below it.
+    assert abs(proposal.log_prob(fitted, x).mean() - truth) < 0.02
+    assert truth - proposal.log_prob(quantiles, x).mean() > 0.1
+
+
+def test_em_start_is_deterministic_and_keeps_scales_above_the_floor():
+    # Repeated values (a coarse column) would collapse a component to a point.
+    x = torch.tensor([0.0, 1.0, 2.0]).repeat_interleave(200)[:, None]
+    proposal = GaussianMixtureProposal(8)
+    params = proposal.initial_params(x, em_steps=50)
+    assert torch.equal(params, proposal.initial_params(x, em_steps=50))
+    _, _, scale = proposal.split(params)
+    assert scale.min() >= 0.01 - 1e-6
+    assert torch.isfinite(params).all()
+
+
+def test_first_feature_starts_from_em_with_ten_rows_a_component():
+    generator = torch.Generator().manual_seed(1)
+    column, log_density = _many_modes(4000, generator)
+    x = torch.cat([column, torch.randn(4000, 1, generator=generator)], dim=1)
+    proposal = GaussianMixtureProposal(16)
+    model = AEM(
+        2,
+        proposal,
+        hidden_features=16,
+        n_blocks=1,
+        context_features=4,
+        energy_hidden_features=8,
+        energy_n_blocks=1,
+    )
+    model.initialize_proposal(x)
+    with torch.no_grad():
+        first = model.proposal_log_prob(x)[:, 0].mean()
+    assert abs(first - log_density.mean()) < 0.02
+    bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
+    # Fewer than ten rows a component: the quantile start, as EM would overfit.
+    few = x[:150]
+    model.initialize_proposal(few)
+    assert torch.equal(bias, proposal.initial_params(few[:, :1])[0])
+    # Ten rows a component, but EM's 32 components on 400 rows of one Gaussian
+    # score held-out rows below the smoothed histogram: the quantile start again.
+    wide = GaussianMixtureProposal(32)
+    model = AEM(
+        2,
+        wide,
+        hidden_features=16,
+        n_blocks=1,
+        context_features=4,
+        energy_hidden_features=8,
+        energy_n_blocks=1,
+    )
+    smooth = torch.randn(400, 2, generator=generator)
+    model.initialize_proposal(smooth)
+    bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
+    assert torch.equal(bias, wide.initial_params(smooth[:, :1])[0])

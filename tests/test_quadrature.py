@@ -136,8 +136,10 @@ def test_one_feature_scores_by_its_first_normalizer_alone():
     X = np.random.default_rng(1).normal(size=(300, 1))
     aem = AEMDensity(**TINY, random_state=0).fit(X)
     quadrature = aem.score_samples(X[:10])
-    sampled = aem.set_params(eval_normalizer="sampling").score_samples(X[:10])
-    np.testing.assert_allclose(quadrature, sampled, atol=0.01)
+    # Against sampling precise enough to judge it: at TINY's S = 100 the
+    # shared noise alone moved every row by 0.02.
+    sampled = aem.set_params(eval_normalizer="sampling", n_eval_importance_samples=20000)
+    np.testing.assert_allclose(quadrature, sampled.score_samples(X[:10]), atol=0.01)
 
 
 def test_calibration_measures_the_rule_and_names_a_bad_choice(trained_2d):
