@@ -44,28 +44,24 @@ class GaussianMixtureProposal(nn.Module):
     def initial_params(self, x: Tensor, em_steps: int = 0) -> Tensor:
         """Parameters (D, 3K) of a mixture per column of ``x`` (N, D).
 
-        Component k starts at the median of the k-th of K equal-mass bins of
-        the column, with the bin's width as its scale and equal weights: a
-        smoothed histogram of the column. ``em_steps`` steps of
-        expectation-maximisation then move it towards the column's
-        maximum-likelihood mixture. Scales stay at least a hundredth of a
+        Without ``em_steps``, a smoothed histogram of the column: component k
+        at the median of the k-th of K equal-mass bins, with the bin's width
+        as its scale and equal weights. With them, the column's
+        maximum-likelihood mixture as far as that many steps reach: greedy
+        k-means++ seeds, then Lloyd's k-means and expectation-maximisation,
+        ``em_steps`` steps each. Scales stay at least a hundredth of a
         standardised unit (repeated values would otherwise collapse them).
         """
-        k = self.n_components
         floor = max(0.01, 2 * self.min_scale)
-        levels = torch.linspace(0, 1, 2 * k + 1, dtype=torch.float64, device=x.device)
-        ordered = x.double().sort(dim=0).values
-        index = (levels * (x.shape[0] - 1)).round().long()
-        edges = ordered[index].T  # (D, 2K + 1): bin edges and medians
-        loc = edges[:, 1::2]
-        scale = (edges[:, 2::2] - edges[:, :-1:2]).clamp(min=floor)
-        log_weights = torch.full_like(loc, -math.log(k))
+        columns = x.double().T
         if em_steps:
-            columns = x.double().T
-            loc = _k_means_plus_plus(columns, k)
-            log_weights, loc, scale = _k_means(columns, loc, floor, em_steps)
-        for _ in range(em_steps):
-            log_weights, loc, scale = _em_step(x.double().T, log_weights, loc, scale, floor)
+            log_weights, loc, scale = _k_means(
+                columns, _k_means_plus_plus(columns, self.n_components), floor, em_steps
+            )
+            for _ in range(em_steps):
+                log_weights, loc, scale = _em_step(columns, log_weights, loc, scale, floor)
+        else:
+            log_weights, loc, scale = _histogram(columns, self.n_components, floor)
         raw_scale = _inverse_softplus(scale - self.min_scale)
         return torch.cat([log_weights, loc, raw_scale], dim=-1).to(x.dtype)
 
@@ -192,6 +188,17 @@ def _hermite_table(device, dtype) -> tuple[Tensor, Tensor]:
             for t in (nodes, log_weights)
         )
     return _hermite_tables[key]
+
+
+def _histogram(x: Tensor, k: int, floor: float):
+    """Equal-weight mixtures (D, K) on the medians of K equal-mass bins of
+    columns ``x`` (D, N), each as wide as its bin: log weights, centres, scales."""
+    levels = torch.linspace(0, 1, 2 * k + 1, dtype=x.dtype, device=x.device)
+    index = (levels * (x.shape[1] - 1)).round().long()
+    edges = x.sort(dim=1).values[:, index]  # (D, 2K + 1): bin edges and medians
+    scale = (edges[:, 2::2] - edges[:, :-1:2]).clamp(min=floor)
+    loc = edges[:, 1::2]
+    return torch.full_like(loc, -math.log(k)), loc, scale
 
 
 def _k_means_plus_plus(x: Tensor, k: int) -> Tensor:

@@ -82,6 +82,18 @@ def test_proposal_gets_no_gradient_from_the_energy_term():
     assert grad[:, : model.context_features].abs().sum() > 0
 
 
+def _small_aem(proposal):
+    return AEM(
+        2,
+        proposal,
+        hidden_features=16,
+        n_blocks=1,
+        context_features=4,
+        energy_hidden_features=8,
+        energy_n_blocks=1,
+    )
+
+
 def test_initialized_proposal_matches_the_first_feature_before_training():
     # Two well-separated clusters: a first proposal started from the quantiles
     # covers both; the plain start (every component near 0) does not. The
@@ -93,15 +105,7 @@ def test_initialized_proposal_matches_the_first_feature_before_training():
         torch.distributions.Normal(centers.new_tensor([-3.0, 3.0]), 0.3).log_prob(x[..., None]),
         dim=-1,
     ) - torch.log(torch.tensor(2.0))
-    model = AEM(
-        2,
-        GaussianMixtureProposal(16),
-        hidden_features=16,
-        n_blocks=1,
-        context_features=4,
-        energy_hidden_features=8,
-        energy_n_blocks=1,
-    )
+    model = _small_aem(GaussianMixtureProposal(16))
     with torch.no_grad():
         before = model.proposal_log_prob(x).mean(0)
         model.initialize_proposal(x)
@@ -153,15 +157,7 @@ def test_first_feature_starts_from_em_with_ten_rows_a_component():
     column, log_density = _many_modes(4000, generator)
     x = torch.cat([column, torch.randn(4000, 1, generator=generator)], dim=1)
     proposal = GaussianMixtureProposal(16)
-    model = AEM(
-        2,
-        proposal,
-        hidden_features=16,
-        n_blocks=1,
-        context_features=4,
-        energy_hidden_features=8,
-        energy_n_blocks=1,
-    )
+    model = _small_aem(proposal)
     model.initialize_proposal(x)
     with torch.no_grad():
         first = model.proposal_log_prob(x)[:, 0].mean()
@@ -174,15 +170,7 @@ def test_first_feature_starts_from_em_with_ten_rows_a_component():
     # Ten rows a component, but EM's 32 components on 400 rows of one Gaussian
     # score held-out rows below the smoothed histogram: the quantile start again.
     wide = GaussianMixtureProposal(32)
-    model = AEM(
-        2,
-        wide,
-        hidden_features=16,
-        n_blocks=1,
-        context_features=4,
-        energy_hidden_features=8,
-        energy_n_blocks=1,
-    )
+    model = _small_aem(wide)
     smooth = torch.randn(400, 2, generator=generator)
     model.initialize_proposal(smooth)
     bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
