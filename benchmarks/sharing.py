@@ -1,13 +1,18 @@
-"""Fit time of the default estimator alone and beside a second busy skaem fit.
+"""Fit and scoring times of the estimator alone and beside a second busy skaem fit.
 
 Each measurement runs in a fresh process, so that the OpenMP runtime starts
-as a user's would, under one of the ``--settings``: ``default`` (torch's own
-OpenMP settings: idle threads spin a while before they sleep) or
-``NAME=VALUE`` environment variables set before torch starts, for example
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once) or
-``GOMP_SPINCOUNT=10000`` (they spin that many times first). The neighbour is
-another process fitting the same model for longer, under the same setting,
-and measured only for its load.
+as a user's would, under one of the ``--settings``, a comma-separated list
+of: ``default`` (skaem as shipped: its thread governor, ``skaem.threads``,
+drops to fewer threads while other processes keep the cores busy),
+``fixed-threads`` (the governor switched off: torch's thread count
+throughout, as skaem did before it), and ``NAME=VALUE`` environment
+variables set before torch starts, for example ``OMP_WAIT_POLICY=PASSIVE``
+(idle threads sleep at once) or ``GOMP_SPINCOUNT=10000`` (they spin that
+many times first). The process fits ``AEMDensity(max_iter=--steps)`` on
+10,000 checkerboard rows (``--steps auto``: the default estimator, else
+that many steps without warm-up) and scores the same rows. The neighbour is
+another process fitting the same model for far longer, under the same
+setting, started five seconds before and measured only for its load.
 
 Last, it prints torch's thread count inside the workers of a joblib search
 with ``n_jobs=2`` (GridSearchCV's backend), where joblib caps each worker's
@@ -15,33 +20,53 @@ threads at its share of the cores. ``--search`` also times a
 ``GridSearchCV`` (two learning rates, two folds: four fits and their
 scoring) with ``n_jobs=1``, with ``n_jobs=2`` and with ``n_jobs=2`` on a
 local Dask cluster (two single-threaded worker processes), each in a fresh
-process under torch's default settings, with the thread counts its workers
-ran.
+process under the default setting, with the thread counts its workers ran.
 
-Usage: python benchmarks/sharing.py [--steps 200] [--rounds 2]
-       [--settings default OMP_WAIT_POLICY=PASSIVE ...] [--search]
-Takes about five minutes on two CPU cores with the two default settings,
-and three more with ``--search``.
+Usage: python benchmarks/sharing.py [--steps 200|auto] [--rounds 2]
+       [--settings default fixed-threads OMP_WAIT_POLICY=PASSIVE ...] [--search]
+Takes about five minutes on two CPU cores with 200 steps and the two
+default settings, and three more with ``--search``.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
+
 FIT = """
-import sys, time
+import contextlib, json, sys, time
 from skaem import AEMDensity
 from skaem.datasets import make_checkerboard
+from skaem import threads
+changes = []  # the thread counts the governor chose, and when
+close = threads.ThreadGovernor.close
+threads.ThreadGovernor.close = lambda self: (changes.extend(self.changes), close(self))
 X = make_checkerboard(10000, random_state=0)
+max_iter = None if sys.argv[2] == "auto" else int(sys.argv[2])
+fixed = "fixed-threads" in sys.argv[1].split(",")
 start = time.perf_counter()
-AEMDensity(max_iter=int(sys.argv[2]), warmup_steps=0, random_state=0).fit(X)
-print(time.perf_counter() - start)
+with threads.adaptive_threads(False) if fixed else contextlib.nullcontext():
+    # max_iter "auto": the default estimator; a number: that many steps, no warm-up
+    settings = dict(max_iter=max_iter, warmup_steps=0) if max_iter else {}
+    model = AEMDensity(random_state=0, **settings).fit(X)
+    took = time.perf_counter() - start
+    fit_changes = list(changes)
+    start = time.perf_counter()
+    model.score_samples(X)
+    scoring = time.perf_counter() - start
+print(json.dumps({
+    "seconds": took, "steps": model.n_iter_, "changes": fit_changes,
+    "scoring": scoring, "scoring_changes": changes[len(fit_changes):],
+}))
 """
 
 
 def fit_seconds(setting, steps, env):
+    """The fit's wall time, steps and the governor's thread counts (seconds in, count)."""
     out = subprocess.run(
         [sys.executable, "-c", FIT, setting, str(steps)],
         env=env,
@@ -49,7 +74,7 @@ def fit_seconds(setting, steps, env):
         text=True,
         check=True,
     )
-    return float(out.stdout.split()[-1])
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 SEARCH = """
@@ -63,7 +88,8 @@ def threads(_):
     import torch
     return torch.get_num_threads()
 
-n_jobs, backend, steps = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+n_jobs, backend, steps = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+steps = steps if steps == "auto" else int(steps)
 X = make_checkerboard(10000, random_state=0)
 search = GridSearchCV(
     AEMDensity(max_iter=steps, warmup_steps=0, random_state=0),
@@ -107,6 +133,8 @@ def environment(setting):
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
     if setting != "default":
         for pair in setting.split(","):
+            if pair == "fixed-threads":  # not a variable: read by the fitting script
+                continue
             name, value = pair.split("=", 1)
             env[name] = value
     return env
@@ -117,7 +145,7 @@ def measure(setting, steps, busy):
     neighbour = None
     if busy:
         neighbour = subprocess.Popen(
-            [sys.executable, "-c", FIT, setting, str(50 * steps)],
+            [sys.executable, "-c", FIT, setting, "100000"],  # killed when the fit ends
             env=env,
             stdout=subprocess.DEVNULL,
         )
@@ -128,6 +156,10 @@ def measure(setting, steps, busy):
         if neighbour is not None:
             neighbour.kill()
             neighbour.wait()
+
+
+def _changes(changes):
+    return ", ".join(f"{count} at {seconds:.1f} s" for seconds, count in changes) or "none"
 
 
 def torch_threads():
@@ -145,29 +177,48 @@ def threads_in_joblib_workers(n_jobs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", default="200", help="max_iter: a number or auto")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--settings", nargs="+", default=["default", "OMP_WAIT_POLICY=PASSIVE"])
+    parser.add_argument("--settings", nargs="+", default=["fixed-threads", "default"])
     parser.add_argument("--search", action="store_true", help="time GridSearchCV(n_jobs=1, 2)")
+    parser.add_argument("--alone-only", action="store_true", help="no runs beside a busy fit")
     args = parser.parse_args()
-    print(f"{os.cpu_count()} CPUs; default AEMDensity, {args.steps} steps on 10,000 x 2 rows")
+    print(
+        f"{os.cpu_count()} CPUs; AEMDensity(max_iter={args.steps}) on 10,000 x 2 rows, "
+        "then score_samples on them; best of the rounds"
+    )
     results = {}
     for round_ in range(args.rounds):  # interleaved, so that the machine's phases hit all alike
         for setting in args.settings:
-            for busy in (False, True):
-                seconds = measure(setting, args.steps, busy)
-                results.setdefault((setting, busy), []).append(seconds)
+            for busy in (False,) if args.alone_only else (False, True):
+                run = measure(setting, args.steps, busy)
+                for part in ("seconds", "scoring"):
+                    results.setdefault((setting, busy, part), []).append(run[part])
                 where = "beside a busy fit" if busy else "alone"
-                print(f"round {round_}: {setting}, {where}: {seconds:.1f} s", flush=True)
+                print(
+                    f"round {round_}: {setting}, {where}: fit {run['seconds']:.1f} s "
+                    f"({run['steps']} steps, thread changes: {_changes(run['changes'])}), "
+                    f"scoring {run['scoring']:.1f} s "
+                    f"(thread changes: {_changes(run['scoring_changes'])})",
+                    flush=True,
+                )
     print()
-    first = min(results[(args.settings[0], False)])
-    for setting in args.settings:
-        alone = min(results[(setting, False)])
-        busy = min(results[(setting, True)])
-        print(
-            f"{setting}: alone {alone:.1f} s ({alone / first:.3f}x {args.settings[0]} alone), "
-            f"beside a busy fit {busy:.1f} s ({busy / alone:.2f}x its time alone)"
-        )
+    for part, name in (("seconds", "fit"), ("scoring", "scoring")):
+        first = min(results[(args.settings[0], False, part)])
+        for setting in args.settings:
+            alone = min(results[(setting, False, part)])
+            line = (
+                f"{name}, {setting}: alone {alone:.2f} s ({alone / first:.3f}x {args.settings[0]}"
+            )
+            if args.alone_only:  # paired rounds: the median ratio says more than the best
+                ratios = np.divide(
+                    results[(setting, False, part)], results[(args.settings[0], False, part)]
+                )
+                line += f"; median of the rounds' ratios {np.median(ratios):.3f}x)"
+            else:
+                busy = min(results[(setting, True, part)])
+                line += f"), beside a busy fit {busy:.1f} s ({busy / alone:.2f}x its time alone)"
+            print(line)
     threads = threads_in_joblib_workers(2)
     print(f"torch threads in each of 2 joblib workers (as GridSearchCV(n_jobs=2)): {threads}")
     if args.search:

@@ -285,7 +285,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batches, dropout, importance samples and the
         fixed noise used by :meth:`score_samples`. The same seed gives the
-        same model on the same device and thread count.
+        same model on the same device and thread count; while other
+        processes keep the cores busy a fit may run with fewer threads
+        (:func:`skaem.threads.adaptive_threads` switches that off).
     verbose : int, default=0
         Show a progress bar with the running train (and validation)
         log-likelihood.

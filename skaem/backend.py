@@ -21,6 +21,7 @@ from ._device import resolve_device, seeded
 from .inference import conditional_log_densities, sample_rows
 from .model import AEM
 from .proposal import UniformProposal, make_proposal
+from .threads import governed_threads
 from .training import ResumePoint, TrainingConfig, train
 
 MAX_SEED = 2**31 - 1
@@ -218,7 +219,8 @@ def fit_networks(
     init_seed, train_seed = rng.randint(MAX_SEED, size=2)
     group = collective.active()
     rank = 0 if group is None else group.rank
-    with seeded(int(init_seed), device):
+    governed = device.type == "cpu" and group is None
+    with seeded(int(init_seed), device), governed_threads(governed):
         if continuing:
             state.early_stopping = early_stopping
         else:
@@ -294,20 +296,22 @@ def log_density_terms(
     n_points = params["n_eval_importance_samples"]
     if n_points == "auto":
         n_points = AUTO_QUADRATURE_NODES if normalizer == "quadrature" else AUTO_IMPORTANCE_SAMPLES
-    result = conditional_log_densities(
-        model,
-        state.to_networks(X, device),
-        n_points,
-        state.scoring_seed,
-        params["density"],
-        params["normalizer_includes_data"],
-        params["defensive_fraction"],
-        (params["kde_bandwidth"], params["kde_proposal_weight"]),
-        stratified=params["importance_sampling"] == "stratified",
-        precision=params["precision"],
-        return_variance=return_variance,
-        normalizer=normalizer,
-    )
+    governed = _worth_governing(device, len(X) * X.shape[1] * n_points)
+    with governed_threads(governed):
+        result = conditional_log_densities(
+            model,
+            state.to_networks(X, device),
+            n_points,
+            state.scoring_seed,
+            params["density"],
+            params["normalizer_includes_data"],
+            params["defensive_fraction"],
+            (params["kde_bandwidth"], params["kde_proposal_weight"]),
+            stratified=params["importance_sampling"] == "stratified",
+            precision=params["precision"],
+            return_variance=return_variance,
+            normalizer=normalizer,
+        )
     terms, variances = result if return_variance else (result, None)
     terms = terms.double().cpu().numpy() - np.log(state.scale)
     # A NaN can only come from float overflow on inputs far outside the
@@ -354,17 +358,27 @@ def draw_rows(state: FittedState, n_samples: int, seed: int, params: dict) -> np
     """
     model, device = _placed(state, params["device"])
     density = params["density"]
-    z = sample_rows(
-        model,
-        n_samples,
-        params["n_sampling_proposals"],
-        seed,
-        resample=density != "proposal",
-        defensive_fraction=params["defensive_fraction"],
-        kde=(params["kde_bandwidth"], params["kde_proposal_weight"]) if density == "kde" else None,
-        precision=params["precision"],
-    )
+    with governed_threads(_worth_governing(device, n_samples * params["n_sampling_proposals"])):
+        z = sample_rows(
+            model,
+            n_samples,
+            params["n_sampling_proposals"],
+            seed,
+            resample=density != "proposal",
+            defensive_fraction=params["defensive_fraction"],
+            kde=(params["kde_bandwidth"], params["kde_proposal_weight"])
+            if density == "kde"
+            else None,
+            precision=params["precision"],
+        )
     return state.to_data(z)
+
+
+def _worth_governing(device: torch.device, n_evaluations: int) -> bool:
+    """Whether work of about ``n_evaluations`` energy evaluations is long
+    enough (tenths of a second and up) to pay for the thread governor's
+    first decision, which takes a few milliseconds."""
+    return device.type == "cpu" and n_evaluations >= 2**20
 
 
 def max_iter_for(

@@ -10,6 +10,7 @@ bounds peak memory whatever the number of rows.
 import torch
 from torch import Tensor
 
+from . import threads
 from ._device import autocast, release_freed_memory
 from .model import AEM
 from .normalizers import importance_noise, n_defensive_samples
@@ -114,6 +115,7 @@ def conditional_log_densities(
         if return_variance:  # the proposal and the AEM-KDE have none to report
             variances.append(variance[0][:n_real] if variance else torch.zeros_like(out[-1]))
         release_freed_memory(x.device)
+        threads.tick()  # scores do not depend on the thread count
     terms = torch.cat(out) if out else x.new_zeros((0, n_features))
     if not return_variance:
         return terms

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import threads
+
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_PI = math.log(math.pi)
 
@@ -60,6 +62,7 @@ class GaussianMixtureProposal(nn.Module):
             )
             for _ in range(em_steps):
                 log_weights, loc, scale = _em_step(columns, log_weights, loc, scale, floor)
+                threads.tick()
         else:
             log_weights, loc, scale = _histogram(columns, self.n_components, floor)
         raw_scale = _inverse_softplus(scale - self.min_scale)
@@ -226,6 +229,7 @@ def _k_means_plus_plus(x: Tensor, k: int) -> Tensor:
         best = trial.sum(-1).argmin(-1)
         seeds.append(candidates[rows, best])
         distance = trial[rows, best]
+        threads.tick()
     return torch.stack(seeds, dim=-1).sort(dim=-1).values
 
 
@@ -238,6 +242,7 @@ def _k_means(x: Tensor, loc: Tensor, floor: float, n_steps: int):
         count = members.sum(1)
         centre = (members * x.unsqueeze(-1)).sum(1) / count.clamp(min=1)
         loc = torch.where(count > 0, centre, loc)
+        threads.tick()
     spread = (members * (x.unsqueeze(-1) - loc.unsqueeze(1)).square()).sum(1) / count.clamp(min=1)
     share = (count / x.shape[1]).clamp(min=1e-12)
     return (share / share.sum(-1, keepdim=True)).log(), loc, spread.sqrt().clamp(min=floor)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import threads
 from ._device import autocast
 from .inference import conditional_log_densities
 from .model import AEM
@@ -525,6 +526,7 @@ def train(
             warmup = step_offset + step - run.done <= warmup_steps
             log_p = run.step_once(x_train[next(run.stream)], warmup)
             run.schedule.step(step)
+            threads.tick()  # fewer threads while other processes keep the cores busy
             running, n_running = running + log_p, n_running + 1
             if bar is not None:
                 bar.update(1)
