@@ -2,10 +2,12 @@
 
 Each measurement runs in a fresh process, so that the OpenMP runtime starts
 as a user's would, under one of the ``--settings``, a comma-separated list
-of: ``default`` (skaem as shipped: its thread governor, ``skaem.threads``,
-drops to fewer threads while other processes keep the cores busy),
-``fixed-threads`` (the governor switched off: torch's thread count
-throughout, as skaem did before it), and ``NAME=VALUE`` environment
+of: ``default`` (skaem as shipped, ``random_state=None``: its thread
+governor, ``skaem.threads``, drops to fewer threads while other processes
+keep the cores busy), ``seeded`` (``random_state=0``: as shipped, the fit
+keeps torch's thread count so that the seed repeats its bits; scoring is
+governed), ``fixed-threads`` (the governor switched off everywhere, as
+skaem did before it), and ``NAME=VALUE`` environment
 variables set before torch starts, for example ``OMP_WAIT_POLICY=PASSIVE``
 (idle threads sleep at once) or ``GOMP_SPINCOUNT=10000`` (they spin that
 many times first). The process fits ``AEMDensity(max_iter=--steps)`` on
@@ -23,7 +25,7 @@ local Dask cluster (two single-threaded worker processes), each in a fresh
 process under the default setting, with the thread counts its workers ran.
 
 Usage: python benchmarks/sharing.py [--steps 200|auto] [--rounds 2]
-       [--settings default fixed-threads OMP_WAIT_POLICY=PASSIVE ...] [--search]
+       [--settings default seeded fixed-threads OMP_WAIT_POLICY=PASSIVE ...] [--search]
 Takes about five minutes on two CPU cores with 200 steps and the two
 default settings, and three more with ``--search``.
 """
@@ -48,11 +50,12 @@ threads.ThreadGovernor.close = lambda self: (changes.extend(self.changes), close
 X = make_checkerboard(10000, random_state=0)
 max_iter = None if sys.argv[2] == "auto" else int(sys.argv[2])
 fixed = "fixed-threads" in sys.argv[1].split(",")
+seed = 0 if "seeded" in sys.argv[1].split(",") else None
 start = time.perf_counter()
 with threads.adaptive_threads(False) if fixed else contextlib.nullcontext():
     # max_iter "auto": the default estimator; a number: that many steps, no warm-up
     settings = dict(max_iter=max_iter, warmup_steps=0) if max_iter else {}
-    model = AEMDensity(random_state=0, **settings).fit(X)
+    model = AEMDensity(random_state=seed, **settings).fit(X)
     took = time.perf_counter() - start
     fit_changes = list(changes)
     start = time.perf_counter()
@@ -133,7 +136,7 @@ def environment(setting):
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
     if setting != "default":
         for pair in setting.split(","):
-            if pair == "fixed-threads":  # not a variable: read by the fitting script
+            if pair in ("fixed-threads", "seeded"):  # not variables: read by the fitting script
                 continue
             name, value = pair.split("=", 1)
             env[name] = value
@@ -179,7 +182,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="200", help="max_iter: a number or auto")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--settings", nargs="+", default=["fixed-threads", "default"])
+    parser.add_argument("--settings", nargs="+", default=["fixed-threads", "default", "seeded"])
     parser.add_argument("--search", action="store_true", help="time GridSearchCV(n_jobs=1, 2)")
     parser.add_argument("--alone-only", action="store_true", help="no runs beside a busy fit")
     args = parser.parse_args()

@@ -285,9 +285,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batches, dropout, importance samples and the
         fixed noise used by :meth:`score_samples`. The same seed gives the
-        same model on the same device and thread count; while other
-        processes keep the cores busy a fit may run with fewer threads
-        (:func:`skaem.threads.adaptive_threads` switches that off).
+        same model on the same device and thread count. Without a seed, a
+        fit runs with fewer threads while other processes keep the cores
+        busy, which is several times faster there
+        (:func:`skaem.threads.adaptive_threads` sets where skaem may do so).
     verbose : int, default=0
         Show a progress bar with the running train (and validation)
         log-likelihood.
@@ -552,7 +553,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
         """Train through the backend and keep what it returns, an interrupted
         run included (which the cache does not keep)."""
         try:
-            state = fit_networks(params, X, seed, state)
+            # Without a seed nothing is repeated, so the fit may take fewer
+            # threads on a busy machine (which changes the last bits).
+            state = fit_networks(params, X, seed, state, self.random_state is not None)
         except FitInterrupted as interrupted:
             state = interrupted.state
         _set_fitted_state(self, state)

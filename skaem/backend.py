@@ -169,7 +169,11 @@ class FitInterrupted(Exception):
 
 
 def fit_networks(
-    params: dict, X: np.ndarray, seed: int, state: FittedState | None = None
+    params: dict,
+    X: np.ndarray,
+    seed: int,
+    state: FittedState | None = None,
+    repeatable: bool = True,
 ) -> FittedState:
     """Train new networks on the rows ``X``, or go on training ``state`` (a warm start).
 
@@ -188,6 +192,11 @@ def fit_networks(
     state : FittedState or None, default=None
         A fitted state to train on from (modified in place), or None for new
         networks.
+    repeatable : bool, default=True
+        Whether the same seed must give the same bits whatever else runs on
+        the machine: if so, training keeps torch's thread count unless
+        :func:`skaem.threads.adaptive_threads` allows more; if not, it
+        takes fewer threads while other processes keep the cores busy.
 
     Returns
     -------
@@ -220,7 +229,8 @@ def fit_networks(
     group = collective.active()
     rank = 0 if group is None else group.rank
     governed = device.type == "cpu" and group is None
-    with seeded(int(init_seed), device), governed_threads(governed):
+    governor = governed_threads(governed, changes_promised_results=repeatable)
+    with seeded(int(init_seed), device), governor:
         if continuing:
             state.early_stopping = early_stopping
         else:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-_ENABLED = contextvars.ContextVar("skaem_adaptive_threads", default=True)
+# None: adapt wherever results do not depend on it (see adaptive_threads).
+_ENABLED = contextvars.ContextVar("skaem_adaptive_threads", default=None)
 _ACTIVE = contextvars.ContextVar("skaem_thread_governor", default=None)
 
 
@@ -134,33 +135,56 @@ class ThreadGovernor:
 
 
 @contextlib.contextmanager
-def adaptive_threads(enabled: bool) -> Iterator[None]:
-    """Context manager that lets skaem change torch's thread count, or not.
+def adaptive_threads(enabled: bool | None) -> Iterator[None]:
+    """Context manager that sets where skaem may change torch's thread count.
 
-    Switched off, fits and scores keep the count they start with however
-    busy the machine is, and a fit's results are the same bits whatever
-    else runs.
+    By default (``None``) skaem runs with fewer threads while other processes
+    keep the cores busy wherever that cannot change a result it promises to
+    repeat: scoring and sampling (whose results do not depend on the count)
+    and fits without a seed. A seeded fit (``random_state`` set) keeps the
+    count it starts with, because training with another count differs in
+    the last bits and the same seed promises the same model.
+
+    Parameters
+    ----------
+    enabled : bool or None
+        ``True`` lets seeded fits change the count too (the same seed then
+        gives the same model up to float rounding while the machine is
+        busy); ``False`` keeps the count everywhere; ``None`` restores the
+        default.
 
     Examples
     --------
     >>> from skaem.threads import adaptive_threads
     >>> with adaptive_threads(False):
-    ...     pass  # fits here keep torch.get_num_threads()
+    ...     pass  # fits and scores here keep torch.get_num_threads()
     """
-    token = _ENABLED.set(bool(enabled))
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"adaptive_threads takes True, False or None, got {enabled!r}.")
+    token = _ENABLED.set(enabled)
     try:
         yield
     finally:
         _ENABLED.reset(token)
 
 
+def _allowed(changes_promised_results: bool) -> bool:
+    """Whether the setting of :func:`adaptive_threads` lets skaem govern work."""
+    setting = _ENABLED.get()
+    return setting is True or (setting is None and not changes_promised_results)
+
+
 @contextlib.contextmanager
-def governed_threads(enabled: bool = True) -> Iterator["ThreadGovernor | None"]:
+def governed_threads(
+    enabled: bool = True, changes_promised_results: bool = False
+) -> Iterator["ThreadGovernor | None"]:
     """A :class:`ThreadGovernor` for the block, which decides at once and
-    whenever :func:`tick` is called; ``None`` where not ``enabled``, switched
-    off by :func:`adaptive_threads`, with one thread, or inside another
+    whenever :func:`tick` is called; ``None`` where not ``enabled``, where
+    :func:`adaptive_threads` does not allow it (work whose
+    ``changes_promised_results`` is governed only under
+    ``adaptive_threads(True)``), with one thread, or inside another
     governed block (whose governor goes on deciding)."""
-    if _ACTIVE.get() is not None or not (enabled and _ENABLED.get()):
+    if _ACTIVE.get() is not None or not (enabled and _allowed(changes_promised_results)):
         yield _ACTIVE.get()
         return
     if torch.get_num_threads() < 2:

@@ -130,9 +130,10 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def _governed_fit(monkeypatch, probe_seconds):
+def _governed_fit(monkeypatch, probe_seconds, random_state=None):
     """A small fit whose governor decides after every step, with probe times
-    ``probe_seconds[n]``; returns its scores and the counts it chose."""
+    ``probe_seconds[n]``; returns its scores and the counts it chose while
+    fitting."""
     decisions = []
     decide = ThreadGovernor.decide
 
@@ -145,26 +146,45 @@ def _governed_fit(monkeypatch, probe_seconds):
     monkeypatch.setattr(ThreadGovernor, "tick", lambda self: decisions.append(decide(self)))
     X = np.random.default_rng(0).normal(size=(600, 2))
     model = AEMDensity(
-        hidden_features=16, energy_hidden_features=16, max_iter=30, warmup_steps=5, random_state=0
-    )
-    return model.fit(X).score_samples(X), decisions
+        hidden_features=16,
+        energy_hidden_features=16,
+        max_iter=30,
+        warmup_steps=5,
+        random_state=random_state,
+    ).fit(X)
+    fit_decisions = list(decisions)
+    return model.score_samples(X), fit_decisions
 
 
 def test_an_idle_machine_changes_neither_the_count_nor_the_results(monkeypatch, two_threads):
     """Probes at one thread run every step and leave no trace: the same bits
     as a fit without them."""
-    governed, decisions = _governed_fit(monkeypatch, {1: 1.0, 2: 0.6})
-    assert len(decisions) >= 30 and set(decisions) == {2}  # every step, and scoring
+    with adaptive_threads(True):  # seeded fits are governed only when asked
+        governed, decisions = _governed_fit(monkeypatch, {1: 1.0, 2: 0.6}, random_state=0)
+    assert len(decisions) >= 30 and set(decisions) == {2}  # every step
     with adaptive_threads(False):
-        fixed, decisions = _governed_fit(monkeypatch, {1: 1.0, 2: 0.6})
+        fixed, decisions = _governed_fit(monkeypatch, {1: 1.0, 2: 0.6}, random_state=0)
     assert decisions == []
     np.testing.assert_array_equal(governed, fixed)
 
 
 def test_a_busy_machine_fits_with_one_thread_and_restores_two(monkeypatch, two_threads):
     _, decisions = _governed_fit(monkeypatch, {1: 0.5, 2: 3.0})
-    assert set(decisions) == {1}
+    assert len(decisions) >= 30 and set(decisions) == {1}
     assert torch.get_num_threads() == 2
+
+
+def test_a_seeded_fit_keeps_its_count_on_a_busy_machine(monkeypatch, two_threads):
+    """The same seed gives the same bits: training with another count would
+    differ in the last ones."""
+    _, decisions = _governed_fit(monkeypatch, {1: 0.5, 2: 3.0}, random_state=0)
+    assert decisions == []
+
+
+def test_adaptive_threads_names_a_bad_setting():
+    with pytest.raises(TypeError, match="True, False or None"):
+        with adaptive_threads("yes"):
+            pass
 
 
 def test_a_change_is_checked_after_the_interval_however_costly_the_decision(four_threads):
