@@ -181,7 +181,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
         CPU, most GPUs); without them it is slower. The user guide's cost
         page has the measured speed and accuracy.
     n_importance_samples : int, default=20
-        Importance samples S per conditional during training.
+        Importance samples S per conditional during training. A step costs
+        about ``batch_size x n_features x (S + 1)`` energy evaluations: S = 4
+        fits about 3x faster at 6-8 features (1.5-2x at 2) and scored about
+        0.01 nats lower on held-out rows (``docs/design.md``).
     n_eval_importance_samples : int or "auto", default="auto"
         Points per conditional at which :meth:`score_samples` evaluates the
         energy: the nodes of the quadrature rule, or the importance samples
