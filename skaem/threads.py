@@ -61,6 +61,18 @@ class ThreadGovernor:
         Runs of the probe in one timing.
     clock : callable, default=time.perf_counter
         Seconds, for timing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skaem.threads import ThreadGovernor
+    >>> before = torch.get_num_threads()
+    >>> governor = ThreadGovernor()
+    >>> 1 <= governor.decide() <= before  # the fastest count, by the probe's timings
+    True
+    >>> governor.close()  # back to the count it started with
+    >>> torch.get_num_threads() == before
+    True
     """
 
     def __init__(
