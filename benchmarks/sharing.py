@@ -26,8 +26,8 @@ process under the default setting, with the thread counts its workers ran.
 
 Usage: python benchmarks/sharing.py [--steps 200|auto] [--rounds 2]
        [--settings default seeded fixed-threads OMP_WAIT_POLICY=PASSIVE ...] [--search]
-Takes about five minutes on two CPU cores with 200 steps and the two
-default settings, and three more with ``--search``.
+Takes about seven minutes on two CPU cores with 200 steps, two rounds and
+the three default settings, and four more with ``--search``.
 """
 
 import argparse

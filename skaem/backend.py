@@ -229,8 +229,10 @@ def fit_networks(
     group = collective.active()
     rank = 0 if group is None else group.rank
     governed = device.type == "cpu" and group is None
-    governor = governed_threads(governed, changes_promised_results=repeatable)
-    with seeded(int(init_seed), device), governor:
+    with (
+        seeded(int(init_seed), device),
+        governed_threads(governed, changes_promised_results=repeatable),
+    ):
         if continuing:
             state.early_stopping = early_stopping
         else:
