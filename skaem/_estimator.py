@@ -112,6 +112,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
     hidden_features : int, default=128
         Width of the ResMADE's hidden layers. The paper's 256 overfit a few
         thousand rows and cost more per step (``benchmarks/quality.py``).
+        64 did better on smooth data of a few thousand rows and worse on
+        sharp edges (the user guide's "Parameters" page has the figures).
     n_blocks : int, default=4
         Number of residual blocks in the ResMADE.
     context_features : int, default=64
