@@ -4,9 +4,16 @@ from ._device import flush_denormals
 from ._estimator import AEMDensity
 from ._outlier import AEMOutlierDetector
 from .calibration import normalizer_calibration
+from .ensemble import OrderingEnsemble
 
 __version__ = "0.1.0"
 
 flush_denormals()
 
-__all__ = ["AEMDensity", "AEMOutlierDetector", "normalizer_calibration", "__version__"]
+__all__ = [
+    "AEMDensity",
+    "AEMOutlierDetector",
+    "OrderingEnsemble",
+    "normalizer_calibration",
+    "__version__",
+]

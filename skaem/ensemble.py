@@ -1,0 +1,238 @@
+"""OrderingEnsemble: the mean density of autoregressive fits over feature orderings."""
+
+import inspect
+from numbers import Integral
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .backend import MAX_SEED
+
+__all__ = ["OrderingEnsemble", "feature_orderings"]
+
+
+def feature_orderings(n_features: int, n_orderings: int, random_state=None) -> list[np.ndarray]:
+    """The column orders an :class:`OrderingEnsemble` fits.
+
+    The identity, then its reverse, then random permutations: in two
+    dimensions the two orders are the two factorisations
+    ``p(x1) p(x2 | x1)`` and ``p(x2) p(x1 | x2)``.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of columns.
+    n_orderings : int
+        Number of orders.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the permutations after the first two.
+
+    Returns
+    -------
+    orderings : list of ndarray of shape (n_features,)
+        Each a permutation of ``range(n_features)``; they repeat only where
+        ``n_features`` has fewer orders than ``n_orderings`` (one feature).
+
+    Examples
+    --------
+    >>> from skaem.ensemble import feature_orderings
+    >>> [order.tolist() for order in feature_orderings(3, 2)]
+    [[0, 1, 2], [2, 1, 0]]
+    """
+    rng = check_random_state(random_state)
+    identity = np.arange(n_features)
+    orderings = [identity, identity[::-1].copy()][:n_orderings]
+    seen = {tuple(order) for order in orderings}
+    while len(orderings) < n_orderings:
+        order = rng.permutation(n_features)
+        if tuple(order) in seen and len(seen) < _n_permutations(n_features):
+            continue
+        seen.add(tuple(order))
+        orderings.append(order)
+    return orderings
+
+
+def _n_permutations(n_features: int) -> float:
+    return float(np.prod(np.arange(1, n_features + 1, dtype=float)))
+
+
+class OrderingEnsemble(DensityMixin, BaseEstimator):
+    """The equal mixture of one density estimator fitted under several feature orders.
+
+    An autoregressive model such as the AEM factorises ``p(x)`` in one order
+    of the features, and on finite data each order makes its own errors:
+    where one order must learn a conditional with many modes from few
+    rows, another may find it easy. The mean of the densities fitted in
+    different orders is a normalised density that averages those errors
+    out, as MADE's ensembles over orders do (Germain et al., 2015). On
+    5,000 rows of the diamond task two orders scored 0.085 nats above their
+    members' mean, three seeds of one order 0.034 (``docs/design.md``).
+    Each member is fitted separately, so fitting costs ``n_orderings``
+    fits and scoring ``n_orderings`` scorings.
+
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        The density estimator to fit in each order (cloned; it needs
+        ``fit`` and ``score_samples``, and ``sample`` for :meth:`sample`);
+        None is ``AEMDensity()``.
+    n_orderings : int, default=2
+        Number of orders: the data's own, its reverse, then random ones.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random orders and, where the estimator has a
+        ``random_state`` parameter, gives each member a seed of its own.
+
+    Attributes
+    ----------
+    estimators_ : list of estimators
+        The fitted members, each on the columns in ``orderings_``'s order.
+    orderings_ : list of ndarray of shape (n_features_in_,)
+        Each member's order of the columns.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, where X had string column names.
+
+    See Also
+    --------
+    AEMDensity : The autoregressive energy machine, the default member.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.mixture import GaussianMixture
+    >>> from skaem.ensemble import OrderingEnsemble
+    >>> X = np.random.default_rng(0).normal(size=(300, 2))
+    >>> ensemble = OrderingEnsemble(GaussianMixture(3), random_state=0).fit(X)
+    >>> [order.tolist() for order in ensemble.orderings_]
+    [[0, 1], [1, 0]]
+    >>> ensemble.score_samples(X[:2]).shape
+    (2,)
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "score_samples"]), None],
+        "n_orderings": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator=None, n_orderings=2, random_state=None):
+        self.estimator = estimator
+        self.n_orderings = n_orderings
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit one clone of ``estimator`` on X's columns in each order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : OrderingEnsemble
+            The fitted ensemble.
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        rng = check_random_state(self.random_state)
+        self.orderings_ = feature_orderings(X.shape[1], self.n_orderings, rng)
+        self.estimators_ = []
+        for order in self.orderings_:
+            member = clone(self._base_estimator())
+            if self.random_state is not None and "random_state" in member.get_params():
+                member.set_params(random_state=int(rng.randint(MAX_SEED)))
+            self.estimators_.append(member.fit(X[:, order]))
+        return self
+
+    def _base_estimator(self):
+        if self.estimator is not None:
+            return self.estimator
+        from ._estimator import AEMDensity
+
+        return AEMDensity()
+
+    def score_samples(self, X):
+        """Log-density of each row under the mean of the members' densities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to score.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            ``log((1 / K) sum_k p_k(x))`` over the ``K`` members.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        members = np.stack(
+            [
+                member.score_samples(X[:, order])
+                for member, order in zip(self.estimators_, self.orderings_, strict=True)
+            ]
+        )
+        return logsumexp(members, axis=0) - np.log(len(self.estimators_))
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to score.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        score : float
+            Mean of :meth:`score_samples` over the rows.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw from the mixture: each row from a member chosen uniformly.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the choice of members and their draws.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples in the columns' original order, rows shuffled.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        rng = check_random_state(random_state)
+        counts = rng.multinomial(
+            n_samples, np.full(len(self.estimators_), 1 / len(self.estimators_))
+        )
+        blocks = []
+        for member, order, count in zip(self.estimators_, self.orderings_, counts, strict=True):
+            if count:
+                drawn = _draw(member, int(count), int(rng.randint(MAX_SEED)))
+                drawn = drawn[0] if isinstance(drawn, tuple) else drawn  # GaussianMixture's (X, y)
+                blocks.append(np.asarray(drawn)[:, np.argsort(order)])
+        rows = np.concatenate(blocks)
+        return rows[rng.permutation(n_samples)]
+
+
+def _draw(member, n_samples: int, seed: int):
+    """``member.sample``, seeded where it takes a seed (GaussianMixture uses its own)."""
+    if "random_state" in inspect.signature(member.sample).parameters:
+        return member.sample(n_samples, random_state=seed)
+    return member.sample(n_samples)

@@ -1,0 +1,115 @@
+"""OrderingEnsemble: the mixture over feature orders."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import KernelDensity
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skaem import OrderingEnsemble
+from skaem.ensemble import feature_orderings
+from tests.test_sklearn_checks import TINY_CHECKED
+
+
+@parametrize_with_checks([OrderingEnsemble(KernelDensity(bandwidth=0.5))])
+def test_sklearn_compatible_ensemble(estimator, check):
+    check(estimator)
+
+
+def _skewed_rows(n=300, seed=0):
+    """Columns on different scales and places, so that a column swap shows."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.normal(0.0, 1.0, n), rng.normal(10.0, 3.0, n)])
+
+
+@pytest.mark.parametrize("n_features, n_orderings", [(1, 3), (2, 2), (3, 5), (4, 6)])
+def test_orderings_are_identity_reverse_then_distinct_permutations(n_features, n_orderings):
+    orderings = feature_orderings(n_features, n_orderings, random_state=0)
+    assert len(orderings) == n_orderings
+    for order in orderings:
+        assert sorted(order.tolist()) == list(range(n_features))
+    assert orderings[0].tolist() == list(range(n_features))
+    assert orderings[1].tolist() == list(range(n_features))[::-1]
+    if n_features > 1:  # 3 features have 6 orders: 5 can all differ
+        assert len({tuple(order) for order in orderings}) == n_orderings
+
+
+def test_order_invariant_member_gives_its_own_density():
+    # A Gaussian-kernel KDE scores a row as it scores the row with its
+    # columns permuted together with its training rows': the mixture over
+    # orders must equal it, which holds only if each member is fitted and
+    # scored on the same permutation of the columns.
+    X = _skewed_rows()
+    kde = KernelDensity(bandwidth=0.7).fit(X)
+    ensemble = OrderingEnsemble(KernelDensity(bandwidth=0.7), n_orderings=3).fit(X)
+    queries = _skewed_rows(50, seed=1)
+    np.testing.assert_allclose(ensemble.score_samples(queries), kde.score_samples(queries))
+    assert ensemble.score(queries) == pytest.approx(kde.score_samples(queries).mean())
+
+
+def test_density_is_the_mean_of_the_members_densities():
+    X = _skewed_rows()
+    ensemble = OrderingEnsemble(GaussianMixture(2), random_state=0).fit(X)
+    members = [
+        np.exp(member.score_samples(X[:, order]))
+        for member, order in zip(ensemble.estimators_, ensemble.orderings_, strict=True)
+    ]
+    np.testing.assert_allclose(np.exp(ensemble.score_samples(X)), np.mean(members, axis=0))
+
+
+def test_samples_come_back_in_the_original_column_order():
+    X = _skewed_rows(2000)
+    ensemble = OrderingEnsemble(GaussianMixture(1), random_state=0).fit(X)
+    drawn = ensemble.sample(2000, random_state=0)
+    assert drawn.shape == (2000, 2)
+    np.testing.assert_allclose(drawn.mean(axis=0), [0.0, 10.0], atol=0.3)
+    np.testing.assert_allclose(drawn.std(axis=0), [1.0, 3.0], rtol=0.1)
+    np.testing.assert_array_equal(drawn, ensemble.sample(2000, random_state=0))
+
+
+@pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
+def test_aem_members_get_their_own_seeds_and_round_trip():
+    X = _skewed_rows(200)
+    ensemble = OrderingEnsemble(TINY_CHECKED, random_state=0).fit(X)
+    seeds = [member.random_state for member in ensemble.estimators_]
+    assert len(set(seeds)) == 2
+    scores = ensemble.score_samples(X[:20])
+    assert np.all(np.isfinite(scores))
+    again = OrderingEnsemble(TINY_CHECKED, random_state=0).fit(X)
+    np.testing.assert_array_equal(again.score_samples(X[:20]), scores)
+    restored = pickle.loads(pickle.dumps(ensemble))
+    np.testing.assert_array_equal(restored.score_samples(X[:20]), scores)
+    assert ensemble.sample(5, random_state=0).shape == (5, 2)
+
+
+def test_default_member_is_an_aem():
+    from skaem import AEMDensity
+
+    assert isinstance(OrderingEnsemble()._base_estimator(), AEMDensity)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"n_orderings": 0}, "n_orderings"),
+        ({"n_orderings": 1.5}, "n_orderings"),
+        ({"estimator": object()}, "estimator"),
+    ],
+)
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        OrderingEnsemble(**params).fit(_skewed_rows(50))
+
+
+def test_bad_sample_count_is_named():
+    ensemble = OrderingEnsemble(KernelDensity()).fit(_skewed_rows(50))
+    with pytest.raises(ValueError, match="n_samples"):
+        ensemble.sample(0)
+
+
+def test_wrong_width_is_named():
+    ensemble = OrderingEnsemble(KernelDensity()).fit(_skewed_rows(50))
+    with pytest.raises(ValueError, match="features"):
+        ensemble.score_samples(np.zeros((3, 3)))
