@@ -69,8 +69,11 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
     rows, another may find it easy. The mean of the densities fitted in
     different orders is a normalised density that averages those errors
     out, as MADE's ensembles over orders do (Germain et al., 2015). On
-    5,000 rows of the diamond task two orders scored 0.085 nats above their
-    members' mean, three seeds of one order 0.034 (``docs/design.md``).
+    5,000 rows of three 2-D tasks, seeds 0-2, two orders of the default
+    AEM scored above one default fit by 0.080 nats (diamond), 0.017
+    (Einstein) and 0.018 (spirals), where three seeds of one order gained
+    0.034 on the diamond (``benchmarks/results_quality_orderings_*.txt``,
+    ``docs/design.md``).
     Each member is fitted separately, so fitting costs ``n_orderings``
     fits and scoring ``n_orderings`` scorings.
 
