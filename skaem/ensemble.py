@@ -93,11 +93,11 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
     ----------
     estimators_ : list of estimators
         The fitted members, each on the columns in ``orderings_``'s order.
-    orderings_ : list of ndarray of shape (n_features_in_,)
+    orderings_ : list of ndarray of shape (`n_features_in_`,)
         Each member's order of the columns.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, where X had string column names.
 
     See Also
