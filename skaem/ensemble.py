@@ -1,6 +1,7 @@
 """OrderingEnsemble: the mean density of autoregressive fits over feature orderings."""
 
 import inspect
+import math
 from numbers import Integral
 
 import numpy as np
@@ -49,15 +50,11 @@ def feature_orderings(n_features: int, n_orderings: int, random_state=None) -> l
     seen = {tuple(order) for order in orderings}
     while len(orderings) < n_orderings:
         order = rng.permutation(n_features)
-        if tuple(order) in seen and len(seen) < _n_permutations(n_features):
+        if tuple(order) in seen and len(seen) < math.factorial(n_features):
             continue
         seen.add(tuple(order))
         orderings.append(order)
     return orderings
-
-
-def _n_permutations(n_features: int) -> float:
-    return float(np.prod(np.arange(1, n_features + 1, dtype=float)))
 
 
 class OrderingEnsemble(DensityMixin, BaseEstimator):
