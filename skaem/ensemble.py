@@ -5,6 +5,7 @@ import math
 from numbers import Integral
 
 import numpy as np
+from joblib import Parallel, delayed
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context, clone
 from sklearn.utils import check_random_state
@@ -35,25 +36,33 @@ def feature_orderings(n_features: int, n_orderings: int, random_state=None) -> l
     Returns
     -------
     orderings : list of ndarray of shape (n_features,)
-        Each a permutation of ``range(n_features)``; they repeat only where
-        ``n_features`` has fewer orders than ``n_orderings`` (one feature).
+        Each a permutation of ``range(n_features)``, all distinct while
+        ``n_features`` has at least ``n_orderings`` orders; beyond that the
+        distinct orders repeat in turn (two features, four orderings: the
+        identity, its reverse, the identity, its reverse).
 
     Examples
     --------
     >>> from skaem.ensemble import feature_orderings
     >>> [order.tolist() for order in feature_orderings(3, 2)]
     [[0, 1, 2], [2, 1, 0]]
+    >>> [order.tolist() for order in feature_orderings(2, 4)]
+    [[0, 1], [1, 0], [0, 1], [1, 0]]
     """
     rng = check_random_state(random_state)
     identity = np.arange(n_features)
-    orderings = [identity, identity[::-1].copy()][:n_orderings]
+    orderings = [identity, identity[::-1].copy()][: min(n_orderings, 1 + (n_features > 1))]
+    n_distinct = math.factorial(n_features) if n_features < 20 else math.inf
     seen = {tuple(order) for order in orderings}
     while len(orderings) < n_orderings:
-        order = rng.permutation(n_features)
-        if tuple(order) in seen and len(seen) < math.factorial(n_features):
+        if len(orderings) >= n_distinct:
+            # Every order is taken: repeat them in turn, so each gets its share of members.
+            orderings.append(orderings[len(orderings) % n_distinct].copy())
             continue
-        seen.add(tuple(order))
-        orderings.append(order)
+        order = rng.permutation(n_features)
+        if tuple(order) not in seen:
+            seen.add(tuple(order))
+            orderings.append(order)
     return orderings
 
 
@@ -72,7 +81,12 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
     0.034 on the diamond (``benchmarks/results_quality_orderings_*.txt``,
     ``docs/design.md``).
     Each member is fitted separately, so fitting costs ``n_orderings``
-    fits and scoring ``n_orderings`` scorings.
+    fits and scoring ``n_orderings`` scorings of CPU time; ``n_jobs=2``
+    runs two at a time in worker processes with one torch thread each. The
+    AEM's small networks gain little from a second thread, so on two cores
+    two members side by side take about the wall time of one fit with both
+    threads: on 25,000 x 2 checkerboard rows 172 s against 177 s
+    (``benchmarks/results_quality_orderings_25k.txt``).
 
     Parameters
     ----------
@@ -85,6 +99,13 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the random orders and, where the estimator has a
         ``random_state`` parameter, gives each member a seed of its own.
+    n_jobs : int, default=None
+        Members fitted and scored at the same time by joblib (None: one
+        at a time, unless inside a :func:`joblib.parallel_config` context;
+        -1: as many as cores). In worker processes joblib gives each
+        member ``cores // n_jobs`` threads, and a seeded AEM repeats its
+        fit exactly only at the same thread count, so seeded results with
+        ``n_jobs=2`` may differ in the last bits from ``n_jobs=None``.
 
     Attributes
     ----------
@@ -118,12 +139,14 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         "estimator": [HasMethods(["fit", "score_samples"]), None],
         "n_orderings": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
     }
 
-    def __init__(self, estimator=None, n_orderings=2, random_state=None):
+    def __init__(self, estimator=None, n_orderings=2, random_state=None, n_jobs=None):
         self.estimator = estimator
         self.n_orderings = n_orderings
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
@@ -144,12 +167,17 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         rng = check_random_state(self.random_state)
         self.orderings_ = feature_orderings(X.shape[1], self.n_orderings, rng)
-        self.estimators_ = []
-        for order in self.orderings_:
+        members = []
+        for _ in self.orderings_:
             member = clone(self._base_estimator())
             if self.random_state is not None and "random_state" in member.get_params():
                 member.set_params(random_state=int(rng.randint(MAX_SEED)))
-            self.estimators_.append(member.fit(X[:, order]))
+            members.append(member)
+        # Seeds are drawn above, in order, so that they do not depend on n_jobs.
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_member)(member, X[:, order])
+            for member, order in zip(members, self.orderings_, strict=True)
+        )
         return self
 
     def _base_estimator(self):
@@ -159,28 +187,51 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
 
         return AEMDensity()
 
-    def score_samples(self, X):
+    def score_samples(self, X, return_std=False):
         """Log-density of each row under the mean of the members' densities.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Points to score.
+        return_std : bool, default=False
+            Also return each row's estimated error, from the members' own
+            (``score_samples(X, return_std=True)``, as :class:`AEMDensity`
+            reports them) by the delta method: member k's error weighted
+            by its share ``p_k(x) / sum_j p_j(x)`` of the mixture's
+            density, the members' errors taken as independent (each
+            estimates its own normalizers).
 
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
             ``log((1 / K) sum_k p_k(x))`` over the ``K`` members.
+        std : ndarray of shape (n_samples,)
+            Only with ``return_std=True``: the estimated error of each
+            log-density.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        members = np.stack(
-            [
-                member.score_samples(X[:, order])
-                for member, order in zip(self.estimators_, self.orderings_, strict=True)
-            ]
+        if return_std and not all(_reports_std(member) for member in self.estimators_):
+            raise ValueError(
+                "return_std=True needs members whose score_samples takes return_std "
+                f"(such as AEMDensity); {type(self.estimators_[0]).__name__} does not."
+            )
+        kwargs = {"return_std": True} if return_std else {}
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(member.score_samples)(X[:, order], **kwargs)
+            for member, order in zip(self.estimators_, self.orderings_, strict=True)
         )
-        return logsumexp(members, axis=0) - np.log(len(self.estimators_))
+        members = np.stack([result[0] if return_std else result for result in results])
+        log_density = logsumexp(members, axis=0) - np.log(len(self.estimators_))
+        if not return_std:
+            return log_density
+        stds = np.stack([result[1] for result in results])
+        # d log p / d log p_k is member k's share of the mixture's density
+        # (none where every member gives the row zero density).
+        with np.errstate(invalid="ignore"):
+            shares = np.nan_to_num(np.exp(members - logsumexp(members, axis=0)))
+        return log_density, np.sqrt(np.sum(np.square(shares * stds), axis=0))
 
     def score(self, X, y=None):
         """Mean log-likelihood of X (higher is better).
@@ -229,6 +280,14 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
                 blocks.append(np.asarray(drawn)[:, np.argsort(order)])
         rows = np.concatenate(blocks)
         return rows[rng.permutation(n_samples)]
+
+
+def _reports_std(member) -> bool:
+    return "return_std" in inspect.signature(member.score_samples).parameters
+
+
+def _fit_member(member, X):
+    return member.fit(X)
 
 
 def _draw(member, n_samples: int, seed: int):

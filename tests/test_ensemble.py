@@ -1,5 +1,6 @@
 """OrderingEnsemble: the mixture over feature orders."""
 
+import os
 import pickle
 
 import numpy as np
@@ -36,6 +37,16 @@ def test_orderings_are_identity_reverse_then_distinct_permutations(n_features, n
         assert len({tuple(order) for order in orderings}) == n_orderings
 
 
+@pytest.mark.parametrize("n_features, n_orderings", [(2, 6), (3, 9)])
+@pytest.mark.parametrize("seed", range(4))
+def test_orderings_repeat_in_turn_once_all_are_taken(n_features, n_orderings, seed):
+    # Members beyond the distinct orders are shared out evenly, not by chance.
+    orderings = [tuple(order) for order in feature_orderings(n_features, n_orderings, seed)]
+    n_distinct = 2 if n_features == 2 else 6
+    assert len(set(orderings[:n_distinct])) == n_distinct
+    assert orderings[n_distinct:] == orderings[: n_orderings - n_distinct]
+
+
 def test_order_invariant_member_gives_its_own_density():
     # A Gaussian-kernel KDE scores a row as it scores the row with its
     # columns permuted together with its training rows': the mixture over
@@ -59,6 +70,43 @@ def test_density_is_the_mean_of_the_members_densities():
     np.testing.assert_allclose(np.exp(ensemble.score_samples(X)), np.mean(members, axis=0))
 
 
+class _KDEWithKnownError(KernelDensity):
+    """A KDE that reports a fixed error of 0.1 on every log-density."""
+
+    def score_samples(self, X, return_std=False):
+        scores = super().score_samples(X)
+        return (scores, np.full(len(scores), 0.1)) if return_std else scores
+
+
+def test_errors_combine_by_each_members_share_of_the_density():
+    X = _skewed_rows()
+    queries = _skewed_rows(20, seed=1)
+    # Equal members: each holds half the density, so two independent errors
+    # of 0.1 make one of 0.1 / sqrt(2).
+    ensemble = OrderingEnsemble(_KDEWithKnownError(bandwidth=0.7)).fit(X)
+    scores, std = ensemble.score_samples(queries, return_std=True)
+    np.testing.assert_allclose(scores, ensemble.score_samples(queries))
+    np.testing.assert_allclose(std, 0.1 / np.sqrt(2))
+    # Unequal members: the one that holds the density carries the error.
+    mixed = OrderingEnsemble(_KDEWithKnownError(bandwidth=0.7)).fit(X)
+    mixed.estimators_[1] = _KDEWithKnownError(bandwidth=0.1).fit(X[:, ::-1])
+    members = np.stack(
+        [
+            m.score_samples(queries[:, o])
+            for m, o in zip(mixed.estimators_, mixed.orderings_, strict=True)
+        ]
+    )
+    shares = np.exp(members) / np.exp(members).sum(axis=0)
+    _, std = mixed.score_samples(queries, return_std=True)
+    np.testing.assert_allclose(std, 0.1 * np.sqrt((shares**2).sum(axis=0)))
+
+
+def test_errors_need_members_that_report_them():
+    ensemble = OrderingEnsemble(KernelDensity()).fit(_skewed_rows(50))
+    with pytest.raises(ValueError, match="return_std"):
+        ensemble.score_samples(_skewed_rows(5), return_std=True)
+
+
 def test_samples_come_back_in_the_original_column_order():
     X = _skewed_rows(2000)
     ensemble = OrderingEnsemble(GaussianMixture(1), random_state=0).fit(X)
@@ -77,11 +125,41 @@ def test_aem_members_get_their_own_seeds_and_round_trip():
     assert len(set(seeds)) == 2
     scores = ensemble.score_samples(X[:20])
     assert np.all(np.isfinite(scores))
+    with_std, std = ensemble.score_samples(X[:20], return_std=True)
+    np.testing.assert_array_equal(with_std, scores)
+    assert np.all(np.isfinite(std)) and np.all(std >= 0)
     again = OrderingEnsemble(TINY_CHECKED, random_state=0).fit(X)
     np.testing.assert_array_equal(again.score_samples(X[:20]), scores)
     restored = pickle.loads(pickle.dumps(ensemble))
     np.testing.assert_array_equal(restored.score_samples(X[:20]), scores)
     assert ensemble.sample(5, random_state=0).shape == (5, 2)
+
+
+@pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
+def test_members_fitted_in_parallel_match_one_at_a_time():
+    X = _skewed_rows(200)
+    for member in (GaussianMixture(2), TINY_CHECKED):
+        alone = OrderingEnsemble(member, random_state=0).fit(X)
+        parallel = OrderingEnsemble(member, random_state=0, n_jobs=2).fit(X)
+        assert [m.random_state for m in parallel.estimators_] == [
+            m.random_state for m in alone.estimators_
+        ]
+        # Worker processes run torch with one thread each: equal up to rounding.
+        np.testing.assert_allclose(parallel.score_samples(X), alone.score_samples(X), atol=1e-4)
+
+
+class _MixtureThatRecordsItsProcess(GaussianMixture):
+    def fit(self, X, y=None):
+        self.process_id_ = os.getpid()
+        return super().fit(X)
+
+
+def test_n_jobs_fits_members_in_worker_processes():
+    X = _skewed_rows(200)
+    ensemble = OrderingEnsemble(_MixtureThatRecordsItsProcess(2), n_jobs=2).fit(X)
+    assert all(member.process_id_ != os.getpid() for member in ensemble.estimators_)
+    alone = OrderingEnsemble(_MixtureThatRecordsItsProcess(2)).fit(X)
+    assert all(member.process_id_ == os.getpid() for member in alone.estimators_)
 
 
 def test_default_member_is_an_aem():
@@ -96,6 +174,7 @@ def test_default_member_is_an_aem():
         ({"n_orderings": 0}, "n_orderings"),
         ({"n_orderings": 1.5}, "n_orderings"),
         ({"estimator": object()}, "estimator"),
+        ({"n_jobs": "two"}, "n_jobs"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
