@@ -16,7 +16,9 @@ and refit on all of them, as a careful user would:
 - ``AEM, K orders`` with ``--orderings K``: ``OrderingEnsemble(n_orderings=K,
   random_state=seed)``, the mean density of K default AEMs fitted in the
   data's column order, its reverse and random orders, with its paired
-  differences from the default and from the better peer;
+  differences from the default and from the better peer; ``--jobs J``
+  fits and scores J members at a time (``n_jobs=J``, one worker process
+  each);
 - ``KernelDensity``: on standardised features (scores corrected by the
   Jacobian), bandwidth chosen from a log grid by 5-fold cross-validation;
 - ``GaussianMixture``: components (1 to 500, growing until two larger
@@ -35,7 +37,7 @@ when ``../shared/data/einstein.jpg`` exists), two exact tasks of D >= 6
 
 Usage: python benchmarks/quality.py [--tasks diamond heavy6 ...] [--sizes 5000 25000]
        [--seeds 0 1 2] [--budgets 1 3 10] [--n-test 5000] [--long-early-stopping]
-       [--orderings 2]
+       [--orderings 2 [--jobs 2]]
 The default AEM's fit is the dominant cost: minutes per task and seed.
 """
 
@@ -147,7 +149,9 @@ def paired(scores, reference):
     return f"{diff.mean():+.4f} +- {diff.std() / np.sqrt(len(diff)):.4f}"
 
 
-def run_one(name, X, X_test, truth, seed, budgets, report, long_early_stopping=False, orderings=0):
+def run_one(
+    name, X, X_test, truth, seed, budgets, report, long_early_stopping=False, orderings=0, jobs=None
+):
     rows = []
 
     def add(label, scorer, fit_time, detail=""):
@@ -178,9 +182,10 @@ def run_one(name, X, X_test, truth, seed, budgets, report, long_early_stopping=F
         budgeted, fit_time = timed(AEMDensity(random_state=seed, max_iter=steps).fit, X)
         add(f"AEM {minutes:g} min", budgeted.score_samples, fit_time + probe_time, f"{steps} steps")
     if orderings:
-        ensemble = OrderingEnsemble(n_orderings=orderings, random_state=seed)
+        ensemble = OrderingEnsemble(n_orderings=orderings, random_state=seed, n_jobs=jobs)
         ensemble, fit_time = timed(ensemble.fit, X)
-        add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time)
+        jobs_detail = f"n_jobs={jobs}; " if jobs else ""
+        add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time, jobs_detail)
         ensemble_row = len(rows) - 1
     (kde, chosen), fit_time = timed(fit_kde, X, seed)
     add("KernelDensity (5-fold CV)", kde.score_samples, fit_time, str(chosen))
@@ -189,7 +194,7 @@ def run_one(name, X, X_test, truth, seed, budgets, report, long_early_stopping=F
     if orderings:
         peer = max(rows[-2:], key=lambda row: row[1].mean())
         scores = rows[ensemble_row][1]
-        detail = f"minus default {paired(scores, rows[0][1])}; "
+        detail = rows[ensemble_row][4] + f"minus default {paired(scores, rows[0][1])}; "
         detail += f"minus {peer[0].split()[0]} {paired(scores, peer[1])}"
         rows[ensemble_row] = (*rows[ensemble_row][:4], detail)
     print(f"\n== {name}, {len(X)} training rows, seed {seed} ==", flush=True)
@@ -235,10 +240,15 @@ def main():
     parser.add_argument("--n-test", type=int, default=5000)
     parser.add_argument("--long-early-stopping", action="store_true")
     parser.add_argument("--orderings", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args()
     report, options = (
         {},
-        {"long_early_stopping": args.long_early_stopping, "orderings": args.orderings},
+        {
+            "long_early_stopping": args.long_early_stopping,
+            "orderings": args.orderings,
+            "jobs": args.jobs,
+        },
     )
     for name in args.tasks:
         for seed in args.seeds:
