@@ -184,8 +184,7 @@ def run_one(
     if orderings:
         ensemble = OrderingEnsemble(n_orderings=orderings, random_state=seed, n_jobs=jobs)
         ensemble, fit_time = timed(ensemble.fit, X)
-        jobs_detail = f"n_jobs={jobs}; " if jobs else ""
-        add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time, jobs_detail)
+        add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time)
         ensemble_row = len(rows) - 1
     (kde, chosen), fit_time = timed(fit_kde, X, seed)
     add("KernelDensity (5-fold CV)", kde.score_samples, fit_time, str(chosen))
@@ -194,7 +193,8 @@ def run_one(
     if orderings:
         peer = max(rows[-2:], key=lambda row: row[1].mean())
         scores = rows[ensemble_row][1]
-        detail = rows[ensemble_row][4] + f"minus default {paired(scores, rows[0][1])}; "
+        detail = f"n_jobs={jobs}; " if jobs else ""
+        detail += f"minus default {paired(scores, rows[0][1])}; "
         detail += f"minus {peer[0].split()[0]} {paired(scores, peer[1])}"
         rows[ensemble_row] = (*rows[ensemble_row][:4], detail)
     print(f"\n== {name}, {len(X)} training rows, seed {seed} ==", flush=True)
@@ -242,14 +242,12 @@ def main():
     parser.add_argument("--orderings", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args()
-    report, options = (
-        {},
-        {
-            "long_early_stopping": args.long_early_stopping,
-            "orderings": args.orderings,
-            "jobs": args.jobs,
-        },
-    )
+    report = {}
+    options = {
+        "long_early_stopping": args.long_early_stopping,
+        "orderings": args.orderings,
+        "jobs": args.jobs,
+    }
     for name in args.tasks:
         for seed in args.seeds:
             if name in BUNDLED:

@@ -175,7 +175,7 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
             members.append(member)
         # Seeds are drawn above, in order, so that they do not depend on n_jobs.
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_member)(member, X[:, order])
+            delayed(member.fit)(X[:, order])
             for member, order in zip(members, self.orderings_, strict=True)
         )
         return self
@@ -222,11 +222,13 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
             delayed(member.score_samples)(X[:, order], **kwargs)
             for member, order in zip(self.estimators_, self.orderings_, strict=True)
         )
-        members = np.stack([result[0] if return_std else result for result in results])
+        if return_std:
+            results, stds = zip(*results, strict=True)
+        members = np.stack(results)
         log_density = logsumexp(members, axis=0) - np.log(len(self.estimators_))
         if not return_std:
             return log_density
-        stds = np.stack([result[1] for result in results])
+        stds = np.stack(stds)
         # d log p / d log p_k is member k's share of the mixture's density
         # (none where every member gives the row zero density).
         with np.errstate(invalid="ignore"):
@@ -284,10 +286,6 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
 
 def _reports_std(member) -> bool:
     return "return_std" in inspect.signature(member.score_samples).parameters
-
-
-def _fit_member(member, X):
-    return member.fit(X)
 
 
 def _draw(member, n_samples: int, seed: int):
