@@ -255,7 +255,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
         where to stop; without, 50 passes over the training rows
         (``50 * n_samples / batch_size`` steps) within the budget and at
         least 1,000 steps: 5,000 x 2 rows get up to 5,000 validated steps,
-        25,000 x 2 rows 4,883 steps, 25,000 x 8 rows 1,250.
+        25,000 x 2 rows 4,883 steps, 25,000 x 8 rows 1,250. Above 25,000
+        rows the ``10000 // n_features`` grows in proportion to the rows, up
+        to twice at 50,000 (100,000 x 7 rows: 2,856 steps), where more
+        steps paid and 50 passes cannot overfit.
         The paper trains for 10^5-10^6 steps; docs/user_guide/cost.rst gives
         the default's fit times.
     warmup_steps : int, default=50

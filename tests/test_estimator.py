@@ -188,6 +188,8 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
         (25000, 8, 256, "auto", 1250),  # capped at 10,000 / n_features
         (5000, 6, 256, "auto", 1000),  # 1,666 steps pass 85 times: 50 passes, floored
         (100000, 30, 256, "auto", 1000),  # the floor holds above the cap
+        (37500, 7, 256, "auto", 2142),  # above 25,000 rows the cap grows with them
+        (100000, 7, 256, "auto", 2856),  # up to twice at 50,000 rows
         (5000, 2, 256, False, 1000),  # at least 1,000 steps
         (6400, 2, 128, False, 2500),  # passes count with the batch size
         (50, 2, 256, "auto", 1000),  # too few rows to validate: 50 passes, floored
