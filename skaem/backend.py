@@ -253,7 +253,7 @@ def fit_networks(
             state.model,
             train_tensor,
             None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
-            _training_config(params, max_iter_for(params, *X.shape, early_stopping), state),
+            _training_config(params, _shared_max_iter(params, X, early_stopping, group), state),
             # Each process, and each later cycle of a warm start, its own batches.
             torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
             step_offset=state.n_iter,
@@ -442,6 +442,14 @@ def max_iter_for(
         return most
     steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
     return int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
+
+
+def _shared_max_iter(params: dict, X: np.ndarray, early_stopping: bool, group) -> int:
+    """``max_iter_for`` this process's rows; data-parallel, rank 0's count for
+    all, since shards one row apart can round 50 passes to different counts
+    and a process that stopped early would leave the others waiting."""
+    max_iter = max_iter_for(params, *X.shape, early_stopping)
+    return max_iter if group is None else group.broadcast_int(max_iter)
 
 
 def shared_seed(seed: int) -> int:

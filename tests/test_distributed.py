@@ -32,6 +32,18 @@ def test_two_processes_learn_the_density(two_process_fit, tiny, gaussian_2d):
     assert two_process_fit.score(gaussian_2d) > single_score - 0.15
 
 
+def test_processes_agree_on_the_auto_length_of_shards_a_row_apart(tiny, gaussian_2d):
+    # 81 rows: shards of 41 and 40, whose 50 passes at batch 2 are 1,025 and
+    # 1,000 steps. Every process takes rank 0's count, or one waits forever.
+    estimator = AEMDensity(
+        **{**tiny, "max_iter": "auto", "batch_size": 2, "early_stopping": False},
+        device="cpu",
+        random_state=0,
+    )
+    fitted = fit_data_parallel(estimator, gaussian_2d[:81], n_processes=2, timeout=120)
+    assert fitted.n_iter_ == 1025
+
+
 def test_bad_input_in_a_process_is_raised_as_such(tiny):
     X = np.column_stack([np.arange(10.0), np.ones(10)])
     with pytest.raises(ValueError, match="constant features.*data-parallel process"):
