@@ -98,8 +98,8 @@ class StandardizedKDE:
 
 def fit_kde(X, seed):
     z = (X - X.mean(0)) / X.std(0)
-    tuning = "5-fold CV" if len(X) <= KDE_CV_MAX_ROWS else "validated"
-    if tuning == "5-fold CV":
+    cross_validated = len(X) <= KDE_CV_MAX_ROWS
+    if cross_validated:
         grid = {"bandwidth": KDE_BANDWIDTHS}
         search = GridSearchCV(KernelDensity(), grid, cv=5, n_jobs=1).fit(z)
         chosen = search.best_params_
@@ -110,6 +110,7 @@ def fit_kde(X, seed):
             for b in KDE_BANDWIDTHS
         ]
         chosen = {"bandwidth": KDE_BANDWIDTHS[int(np.argmax(scores))]}
+    tuning = "5-fold CV" if cross_validated else "validated"
     return StandardizedKDE(chosen["bandwidth"]).fit(X), chosen, tuning
 
 
@@ -256,6 +257,11 @@ def real_rows(name, seed, n_test):
     return (X_train - mean) / scale, (X_test - mean) / scale
 
 
+def held_out_rows(sample, seed, n_test):
+    """A synthetic task's test rows: drawn apart from every training size's rows."""
+    return sample(n_test, 1000 + seed)
+
+
 def summarise(report):
     print("\n== over seeds: mean test log-likelihood +- standard error (n seeds) ==")
     for (name, n), methods in report.items():
@@ -292,7 +298,7 @@ def main():
                 run_one(name, X, X_test, None, seed, args.budgets, report, **options)
                 continue
             sample, log_density = synthetic[name]
-            X_test = sample(args.n_test, 1000 + seed)
+            X_test = held_out_rows(sample, seed, args.n_test)
             truth = log_density(X_test) if log_density else None
             for n in args.sizes:
                 X = sample(n, seed)

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import numpy as np
-from quality import real_rows
+from quality import held_out_rows, real_rows
 from tasks import synthetic_tasks
 
 from skaem import AEMDensity
@@ -26,7 +26,7 @@ def task_rows(name, seed, size, n_test):
     synthetic = synthetic_tasks()
     if name in synthetic:
         sample, _ = synthetic[name]
-        return sample(size, seed), sample(n_test, 1000 + seed)
+        return sample(size, seed), held_out_rows(sample, seed, n_test)
     return real_rows(name, seed, n_test)
 
 

@@ -253,7 +253,7 @@ def fit_networks(
             state.model,
             train_tensor,
             None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
-            _training_config(params, _shared_max_iter(params, X, early_stopping, group), state),
+            _training_config(params, max_iter_for(params, *X.shape, early_stopping), state),
             # Each process, and each later cycle of a warm start, its own batches.
             torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
             step_offset=state.n_iter,
@@ -421,7 +421,8 @@ def max_iter_for(
         ``max_iter``, or for "auto" ``max(1000, 10000 // n_features)`` steps
         where validation decides where to stop, else 50 passes over the rows
         within those bounds. Above 25,000 rows the ``10000 // n_features``
-        grows in proportion to the rows, up to twice at 50,000.
+        grows in proportion to the rows, up to twice at 50,000. Training
+        data-parallel, every process takes rank 0's count.
 
     Examples
     --------
@@ -438,18 +439,12 @@ def max_iter_for(
     if early_stopping is None:
         early_stopping = early_stopping_for(params, n_samples, n_features)
     most = _step_budget(n_samples, n_features)
-    if early_stopping:
-        return most
     steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
-    return int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
-
-
-def _shared_max_iter(params: dict, X: np.ndarray, early_stopping: bool, group) -> int:
-    """``max_iter_for`` this process's rows; data-parallel, rank 0's count for
-    all, since shards one row apart can round 50 passes to different counts
-    and a process that stopped early would leave the others waiting."""
-    max_iter = max_iter_for(params, *X.shape, early_stopping)
-    return max_iter if group is None else group.broadcast_int(max_iter)
+    steps = most if early_stopping else int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
+    group = collective.active()
+    if group is not None:  # shards a row apart can round to different counts: rank 0 decides
+        steps = group.broadcast_int(steps)
+    return steps
 
 
 def shared_seed(seed: int) -> int:
