@@ -657,7 +657,11 @@ class AEMDensity(DensityMixin, BaseEstimator):
             ``eval_normalizer="sampling"``: the standard error over the
             importance noise, by the delta method on each conditional's
             importance weights; rows share the noise, so the error of a
-            mean over rows is at most the mean of their errors. Zero with
+            mean over rows is at most the mean of their errors. Stratified
+            draws' errors err high where the weight jumps between strata
+            (reported 1.2-1.4x the spread at S = 1,000 on the benchmark);
+            ``importance_sampling="independent"`` gives errors that match
+            it, with a larger spread (``benchmarks/score_errors.py``). Zero with
             ``density="proposal"`` (exact) and ``density="kde"`` (a
             normalised density for its fixed samples).
 

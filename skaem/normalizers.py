@@ -49,22 +49,31 @@ def log_normalizer_variance(
     one, the collapsed-strata estimate, counted any trend as noise: 7x the
     variance on a smooth weight, and reported errors too large by a quarter
     on trained models, ``benchmarks/results_score_errors.txt``.)
+    Independent samples come in the same two groups of fixed size, whose
+    weights differ in mean (the partner's draws land in q's tails), so each
+    group's variance is taken about its own mean.
     """
     log_total = torch.logsumexp(log_w_samples, dim=-1)
     if log_w_data is not None:
         log_total = torch.logaddexp(log_total, log_w_data)
     # Weights over their total, data point included: their spread is the ratio above.
     w = (log_w_samples - log_total.unsqueeze(-1)).exp()
+    n_light = w.shape[-1] - n_heavy
+    groups = (w[..., :n_light], w[..., n_light:])
     if stratified:
-        n_light = w.shape[-1] - n_heavy
-        spread = _successive_differences(w[..., :n_light]) + _successive_differences(
-            w[..., n_light:]
-        )
-    elif w.shape[-1] > 1:
-        spread = w.shape[-1] * w.var(dim=-1, correction=1)
-    else:
-        spread = torch.zeros_like(log_total)
+        spread = sum(_successive_differences(group) for group in groups)
+    elif min(n_light, n_heavy) >= 2:
+        spread = sum(_independent_spread(group) for group in groups)
+    else:  # a lone draw has no spread of its own: pooled, erring high
+        spread = _independent_spread(w)
     return spread.nan_to_num(nan=math.inf)  # no weight at all: unknown
+
+
+def _independent_spread(w: Tensor) -> Tensor:
+    """Estimated ``Var(w.sum(-1))`` for n independent, identically drawn weights."""
+    if w.shape[-1] < 2:
+        return w.new_zeros(w.shape[:-1])
+    return w.shape[-1] * w.var(dim=-1, correction=1)
 
 
 def _successive_differences(w: Tensor) -> Tensor:

@@ -227,6 +227,20 @@ def test_log_normalizer_variance_matches_the_spread_of_the_estimate(stratified):
         assert reported.mean() < log_normalizer_variance(log_w).mean() / 10
 
 
+def test_independent_variance_takes_the_defensive_draws_about_their_own_mean():
+    # The last 20 of 200 independent draws come from the heavy partner, in a
+    # fixed number, and weigh far less on average (they land in q's tails):
+    # the gap between the groups is not noise. Measured ratio 0.99; pooling
+    # both groups about one mean reported 11.7x the variance.
+    g = torch.Generator().manual_seed(0)
+    u, _ = importance_noise((2000, 200), 20, g, stratified=False)
+    level = torch.ones(200)
+    level[180:] = 0.05
+    log_w = torch.log(level + 0.3 * u).double()
+    ratio = log_normalizer_variance(log_w, n_heavy=20).mean() / log_normalizer(log_w).var()
+    assert 0.85 < ratio.item() < 1.15
+
+
 @pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
 @pytest.mark.parametrize("sampling", ["stratified", "independent"])
 def test_reported_standard_errors_cover_the_spread_over_noise_seeds(trained, sampling):
