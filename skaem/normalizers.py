@@ -60,12 +60,10 @@ def log_normalizer_variance(
     w = (log_w_samples - log_total.unsqueeze(-1)).exp()
     n_light = w.shape[-1] - n_heavy
     groups = (w[..., :n_light], w[..., n_light:])
-    if stratified:
-        spread = sum(_successive_differences(group) for group in groups)
-    elif min(n_light, n_heavy) >= 2:
-        spread = sum(_independent_spread(group) for group in groups)
-    else:  # a lone draw has no spread of its own: pooled, erring high
-        spread = _independent_spread(w)
+    spread_of = _successive_differences if stratified else _independent_spread
+    if not stratified and 1 in (n_light, n_heavy):  # a lone draw has no spread: pool, erring high
+        groups = (w,)
+    spread = sum(spread_of(group) for group in groups)
     return spread.nan_to_num(nan=math.inf)  # no weight at all: unknown
 
 
