@@ -35,6 +35,10 @@ from .collective import data_parallel
 __all__ = ["data_parallel", "fit_data_parallel"]
 
 
+# How long a process that has reported may take to exit before it is stopped.
+_EXIT_GRACE_SECONDS = 5.0
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,6 +47,7 @@ def _free_port() -> int:
 
 def _worker(threads, rank, n_processes, backend, address, estimator, X, timeout, results):
     torch.set_num_threads(threads)  # processes share the cores instead of fighting
+    joined = False
     try:
         if backend == "nccl":
             torch.cuda.set_device(rank)
@@ -54,11 +59,9 @@ def _worker(threads, rank, n_processes, backend, address, estimator, X, timeout,
             world_size=n_processes,
             timeout=datetime.timedelta(seconds=timeout),
         )
-        try:
-            with data_parallel():
-                estimator.fit(X[rank::n_processes])
-        finally:
-            dist.destroy_process_group()
+        joined = True
+        with data_parallel():
+            estimator.fit(X[rank::n_processes])
         # Bytes, not the object: torch would share its tensors through file
         # descriptors that vanish when this process exits.
         payload = pickle.dumps(estimator) if rank == 0 else None
@@ -67,6 +70,10 @@ def _worker(threads, rank, n_processes, backend, address, estimator, X, timeout,
         results.put((rank, "bad input", error))
     except BaseException:  # reported to the parent, which stops the others
         results.put((rank, "error", traceback.format_exc()))
+    # Only after reporting: gloo's teardown can hang (seen under torch 2.5),
+    # and the parent stops a process that has reported but not exited.
+    if joined:
+        dist.destroy_process_group()
 
 
 def _weights_digest(estimator) -> str:
@@ -156,9 +163,10 @@ def _run(estimator, X, n_processes, backend, timeout):
         return _collect(results, workers, timeout)
     finally:
         for worker in workers:
+            worker.join(timeout=_EXIT_GRACE_SECONDS)
             if worker.is_alive():
                 worker.terminate()
-            worker.join()
+                worker.join()
 
 
 def _collect(results, workers, timeout):

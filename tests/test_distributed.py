@@ -1,7 +1,10 @@
 """Data-parallel training with torch.distributed (gloo, CPU processes on loopback)."""
 
+import time
+
 import numpy as np
 import pytest
+import torch.distributed
 
 from skaem import AEMDensity
 from skaem.collective import data_parallel
@@ -48,6 +51,23 @@ def test_bad_input_in_a_process_is_raised_as_such(tiny):
     X = np.column_stack([np.arange(10.0), np.ones(10)])
     with pytest.raises(ValueError, match="constant features.*data-parallel process"):
         fit_data_parallel(AEMDensity(**tiny, device="cpu"), X, n_processes=2)
+
+
+class _HangsOnTeardown(AEMDensity):
+    """Fits, then makes its process's torch.distributed teardown block for good,
+    as gloo's did now and then under torch 2.5."""
+
+    def fit(self, X, y=None):
+        super().fit(X)
+        torch.distributed.destroy_process_group = lambda *args, **kwargs: time.sleep(3600)
+        return self
+
+
+def test_a_process_that_hangs_after_reporting_is_stopped(tiny, gaussian_2d):
+    estimator = _HangsOnTeardown(**{**tiny, "max_iter": 5, "warmup_steps": 2}, device="cpu")
+    started = time.monotonic()
+    fitted = fit_data_parallel(estimator, gaussian_2d, n_processes=2, timeout=60)
+    assert fitted.n_iter_ == 5 and time.monotonic() - started < 60
 
 
 def test_bad_arguments():
