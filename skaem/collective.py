@@ -108,14 +108,14 @@ def data_parallel(group=None):
     >>> from skaem.distributed import data_parallel
     >>> rendezvous = os.path.join(tempfile.mkdtemp(), "rendezvous")
     >>> dist.init_process_group("gloo", init_method=f"file://{rendezvous}",
-    ...                         rank=0, world_size=1)
-    >>> X_own = np.random.default_rng(dist.get_rank()).normal(size=(200, 2))
-    >>> with data_parallel():
+    ...                         rank=0, world_size=1)  # doctest: +SKIP
+    >>> X_own = np.random.default_rng(dist.get_rank()).normal(size=(200, 2))  # doctest: +SKIP
+    >>> with data_parallel():  # doctest: +SKIP
     ...     aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
     ...                      energy_n_blocks=1, max_iter=10, warmup_steps=5, device="cpu",
     ...                      random_state=0).fit(X_own)
-    >>> dist.destroy_process_group()
-    >>> aem.n_iter_
+    >>> dist.destroy_process_group()  # doctest: +SKIP
+    >>> aem.n_iter_  # doctest: +SKIP
     10
 
     Under ``torchrun``, ``dist.init_process_group("nccl")`` (or "gloo")

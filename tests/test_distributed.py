@@ -1,5 +1,7 @@
 """Data-parallel training with torch.distributed (gloo, CPU processes on loopback)."""
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -68,6 +70,34 @@ def test_a_process_that_hangs_after_reporting_is_stopped(tiny, gaussian_2d):
     started = time.monotonic()
     fitted = fit_data_parallel(estimator, gaussian_2d, n_processes=2, timeout=60)
     assert fitted.n_iter_ == 5 and time.monotonic() - started < 60
+
+
+# data_parallel's docstring example, run in a process of its own and left
+# without dist.destroy_process_group(): gloo's teardown can hang (seen
+# under torch 2.5), which in the test process would stop the whole suite.
+_OWN_GROUP_EXAMPLE = """
+import os, sys
+import numpy as np
+import torch.distributed as dist
+from skaem import AEMDensity
+from skaem.distributed import data_parallel
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+X_own = np.random.default_rng(dist.get_rank()).normal(size=(200, 2))
+with data_parallel():
+    aem = AEMDensity(hidden_features=16, n_blocks=1, energy_hidden_features=16,
+                     energy_n_blocks=1, max_iter=10, warmup_steps=5, device="cpu",
+                     random_state=0).fit(X_own)
+print(aem.n_iter_, np.isfinite(aem.score(X_own)), flush=True)
+os._exit(0)
+"""
+
+
+def test_data_parallel_in_a_group_the_user_initialised(tmp_path):
+    rendezvous = str(tmp_path / "rendezvous")
+    command = [sys.executable, "-c", _OWN_GROUP_EXAMPLE, rendezvous]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["10", "True"]
 
 
 def test_bad_arguments():
