@@ -35,10 +35,6 @@ from .collective import data_parallel
 __all__ = ["data_parallel", "fit_data_parallel"]
 
 
-# How long a process that has reported may take to exit before it is stopped.
-_EXIT_GRACE_SECONDS = 5.0
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -71,7 +67,7 @@ def _worker(threads, rank, n_processes, backend, address, estimator, X, timeout,
     except BaseException:  # reported to the parent, which stops the others
         results.put((rank, "error", traceback.format_exc()))
     # Only after reporting: gloo's teardown can hang (seen under torch 2.5),
-    # and the parent stops a process that has reported but not exited.
+    # and the parent stops the processes once it has every report.
     if joined:
         dist.destroy_process_group()
 
@@ -162,11 +158,10 @@ def _run(estimator, X, n_processes, backend, timeout):
     try:
         return _collect(results, workers, timeout)
     finally:
-        for worker in workers:
-            worker.join(timeout=_EXIT_GRACE_SECONDS)
+        for worker in workers:  # one that has reported may still hang in gloo's teardown
             if worker.is_alive():
                 worker.terminate()
-                worker.join()
+            worker.join()
 
 
 def _collect(results, workers, timeout):
