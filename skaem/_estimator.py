@@ -175,6 +175,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
         positions cover the quantiles evenly. Each sample keeps its marginal
         distribution, so the estimate of ``Z`` keeps its expectation, with
         less variance (measured in ``benchmarks/normalizer_variance.py``).
+        Scoring and calibration draw two samples in each of half as many
+        strata of the proposal's mass, so that every score's standard error
+        is estimated without bias (``score_samples(X, return_std=True)``).
     precision : {"float32", "bfloat16"}, default="float32"
         Precision of the networks' matrix products in training, scoring and
         sampling. ``"bfloat16"`` runs them under bfloat16 autocast while
@@ -651,17 +654,18 @@ class AEMDensity(DensityMixin, BaseEstimator):
             default quadrature: for each feature, the change from a rule
             with half the nodes (which costs half as much again), plus float
             rounding. On the benchmark's tasks of 6 and 8 features the
-            actual error exceeded it in 42% and 18% of rows, and twice it
-            in 15% and 10% (``benchmarks/normalizer_variance.py``): read it
+            actual error exceeded it in 16% and 20% of rows, and twice it
+            in 5% and 11% (``benchmarks/normalizer_variance.py``): read it
             as a standard error with heavy tails. Under
             ``eval_normalizer="sampling"``: the standard error over the
             importance noise, by the delta method on each conditional's
             importance weights; rows share the noise, so the error of a
             mean over rows is at most the mean of their errors. Stratified
-            draws' errors err high where the weight jumps between strata
-            (reported 1.2-1.4x the spread at S = 1,000 on the benchmark);
-            ``importance_sampling="independent"`` gives errors that match
-            it, with a larger spread (``benchmarks/score_errors.py``). Zero with
+            scoring draws two samples to a stratum, whose differences give
+            each stratum's variance without bias: on the benchmark's default
+            fits the z-scores between noise seeds had standard deviations
+            0.83-1.02 (1 when the errors are right) at S = 100 and 1,000
+            (``benchmarks/score_errors.py``). Zero with
             ``density="proposal"`` (exact) and ``density="kde"`` (a
             normalised density for its fixed samples).
 

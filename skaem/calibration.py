@@ -264,7 +264,10 @@ def _is_estimates(
         proposal = model.proposal.restrict(d)
         n_heavy = n_defensive_samples(proposal, n_samples, fraction)
         p, c = params[:, d : d + 1], context[:, d : d + 1]
-        u, e = importance_noise(shape, n_heavy, generator, stratified, dtype=torch.float64)
+        # Paired strata where stratified, as score_samples draws them.
+        u, e = importance_noise(
+            shape, n_heavy, generator, stratified, dtype=torch.float64, paired=True
+        )
         s = importance_samples(proposal, p, u, e, n_heavy, stratified)
         _, log_w = model.importance_log_weights(proposal, p, c, s, n_heavy, n_samples)
         log_w_data = None

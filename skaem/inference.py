@@ -33,11 +33,17 @@ def common_noise(
     device: torch.device,
     n_heavy: int = 0,
     stratified: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Uniform and normal noise (D, S) shared by all rows (common random numbers)."""
+) -> tuple[Tensor, Tensor | None]:
+    """Uniform and normal noise (D, S) shared by all rows (common random numbers).
+
+    Stratified noise comes in pairs (``importance_noise(..., paired=True)``,
+    no normals), so that every score's error is estimated without bias.
+    """
     generator = torch.Generator().manual_seed(seed)
-    uniforms, normals = importance_noise((n_features, n_samples), n_heavy, generator, stratified)
-    return uniforms.to(device), normals.to(device)
+    uniforms, normals = importance_noise(
+        (n_features, n_samples), n_heavy, generator, stratified, paired=True
+    )
+    return uniforms.to(device), None if normals is None else normals.to(device)
 
 
 def padded_chunks(x: Tensor, rows: int):

@@ -305,7 +305,7 @@ class AEM(nn.Module):
         self,
         x: Tensor,
         uniforms: Tensor,
-        normals: Tensor,
+        normals: Tensor | None,
         include_data: bool = True,
         defensive_fraction: float = 0.0,
         stratified: bool = False,
@@ -316,8 +316,10 @@ class AEM(nn.Module):
         ``uniforms`` and ``normals`` of shape (N, D, S), or (D, S) to share
         the same noise across rows, drive the S importance samples, of which
         a ``defensive_fraction`` comes from the proposal's heavy-tailed
-        partner. Gradients reach the energy and the context through log p,
-        and the proposal through log q only (Section 3.2). With
+        partner (``normals=None``: paired noise, see
+        :func:`~skaem.normalizers.importance_noise`). Gradients reach the
+        energy and the context through log p, and the proposal through log q
+        only (Section 3.2). With
         ``return_variance``, a third (N, D) tensor holds the estimated
         variance of each log p (:func:`~skaem.normalizers.log_normalizer_variance`).
         """
@@ -341,7 +343,9 @@ class AEM(nn.Module):
         if not return_variance:
             return log_p, log_q
         with torch.no_grad():
-            variance = log_normalizer_variance(log_w[..., 1:], log_w_data, n_heavy, stratified)
+            variance = log_normalizer_variance(
+                log_w[..., 1:], log_w_data, n_heavy, stratified, paired=normals is None
+            )
         return log_p, log_q, variance.masked_fill(log_q == -math.inf, 0.0)
 
     @torch.no_grad()
@@ -403,7 +407,7 @@ class AEM(nn.Module):
         self,
         x: Tensor,
         uniforms: Tensor,
-        normals: Tensor,
+        normals: Tensor | None,
         bandwidth: float,
         proposal_weight: float,
         defensive_fraction: float = 0.0,

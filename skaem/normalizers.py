@@ -33,6 +33,7 @@ def log_normalizer_variance(
     log_w_data: Tensor | None = None,
     n_heavy: int = 0,
     stratified: bool = False,
+    paired: bool = False,
 ) -> Tensor:
     """Delta-method variance of :func:`log_normalizer`'s estimate, from its own weights.
 
@@ -45,13 +46,17 @@ def log_normalizer_variance(
     ``w_(i-1) - 2 w_i + w_(i+1)`` of neighbouring strata cancels a weight
     that trends linearly across them and leaves six times a stratum's
     variance. Where strata straddle two mixture components or a jump of the
-    weight it also counts the jump, erring high. (Pairs of strata read as
-    one, the collapsed-strata estimate, counted any trend as noise: 7x the
-    variance on a smooth weight, and reported errors too large by a quarter
-    on trained models, ``benchmarks/results_score_errors.txt``.)
+    weight it also counts the jump, erring high (1.5-2x the variance on a
+    three-component mixture, ``tests/test_normalizer.py``). (Pairs of strata
+    read as one, the collapsed-strata estimate, counted any trend as noise:
+    7x the variance on a smooth weight, and reported errors too large by a
+    quarter on trained models, ``benchmarks/results_score_errors.txt``.)
     Independent samples come in the same two groups of fixed size, whose
     weights differ in mean (the partner's draws land in q's tails), so each
-    group's variance is taken about its own mean.
+    group's variance is taken about its own mean. ``paired`` samples (two to
+    a stratum, ``importance_noise(..., paired=True)``) give each stratum's
+    variance without bias from its pair's difference, jumps of the weight
+    included.
     """
     log_total = torch.logsumexp(log_w_samples, dim=-1)
     if log_w_data is not None:
@@ -61,8 +66,10 @@ def log_normalizer_variance(
     n_light = w.shape[-1] - n_heavy
     groups = (w[..., :n_light], w[..., n_light:])
     spread_of = _successive_differences if stratified else _independent_spread
-    if not stratified and 1 in (n_light, n_heavy):  # a lone draw has no spread: pool, erring high
-        groups = (w,)
+    if paired:
+        spread_of = _pair_differences
+    if (not stratified or paired) and 1 in (n_light, n_heavy):
+        groups = (w,)  # a lone draw has no spread: pool, erring high
     spread = sum(spread_of(group) for group in groups)
     return spread.nan_to_num(nan=math.inf)  # no weight at all: unknown
 
@@ -72,6 +79,22 @@ def _independent_spread(w: Tensor) -> Tensor:
     if w.shape[-1] < 2:
         return w.new_zeros(w.shape[:-1])
     return w.shape[-1] * w.var(dim=-1, correction=1)
+
+
+def _pair_differences(w: Tensor) -> Tensor:
+    """Estimated ``Var(w.sum(-1))`` for two independent draws in each of n // 2
+    equal strata (and an odd last draw alone in a stratum half their size).
+
+    A pair's squared difference over two estimates its stratum's variance of
+    one draw, so the pair's sum has variance ``(w_a - w_b)^2``. The lone
+    draw takes the mean per-draw variance of the pairs.
+    """
+    n = w.shape[-1]
+    if n < 2:
+        return w.new_zeros(w.shape[:-1])
+    pairs = w[..., : n - n % 2].unflatten(-1, (-1, 2))
+    squares = (pairs[..., 0] - pairs[..., 1]).square()
+    return squares.sum(dim=-1) + (n % 2) * squares.mean(dim=-1) / 2
 
 
 def _successive_differences(w: Tensor) -> Tensor:
@@ -100,21 +123,23 @@ def importance_samples(
     proposal,
     params: Tensor,
     uniforms: Tensor,
-    normals: Tensor,
+    normals: Tensor | None,
     n_heavy: int,
     stratified: bool = False,
 ) -> Tensor:
     """Points (..., S): the first ``S - n_heavy`` from q, the rest from its partner.
 
-    ``stratified`` takes noise from ``importance_noise(..., stratified=True)``.
+    ``stratified`` takes noise from ``importance_noise(..., stratified=True)``;
+    ``normals=None``, its paired noise.
     """
     n_light = uniforms.shape[-1] - n_heavy
-    light = proposal.sample(params, uniforms[..., :n_light], normals[..., :n_light], stratified)
+    light_normals, heavy_normals = (
+        (None, None) if normals is None else normals.split([n_light, n_heavy], dim=-1)
+    )
+    light = proposal.sample(params, uniforms[..., :n_light], light_normals, stratified)
     if n_heavy == 0:
         return light
-    heavy = proposal.heavy_sample(
-        params, uniforms[..., n_light:], normals[..., n_light:], stratified
-    )
+    heavy = proposal.heavy_sample(params, uniforms[..., n_light:], heavy_normals, stratified)
     return torch.cat([light, heavy], dim=-1)
 
 
@@ -152,7 +177,8 @@ def importance_noise(
     stratified: bool,
     device=None,
     dtype=None,
-) -> tuple[Tensor, Tensor]:
+    paired: bool = False,
+) -> tuple[Tensor, Tensor | None]:
     """Uniforms (component choice) and normals (position) driving S = shape[-1] samples.
 
     Stratified uniforms put, within each group of samples (the first
@@ -162,14 +188,28 @@ def importance_noise(
     stratifies the positions within each component. Every stratum is sampled
     uniformly, so the estimate of Z keeps its expectation while the variance
     between strata goes.
+
+    ``paired`` (with ``stratified``) puts two independent uniforms in each
+    interval [2k/m, (2k+2)/m) (an odd group's last one alone in the last
+    [(m-1)/m, 1)) and returns no normals: each uniform is then its draw's
+    place in the proposal's mass (``proposal.sample(..., normals=None)``),
+    so each group is a stratified sample of that mass with two draws to a
+    stratum, whose variance :func:`log_normalizer_variance` estimates
+    without bias from the pairs' differences.
     """
     options = dict(generator=generator, device=device, dtype=dtype)
     uniforms = torch.rand(shape, **options)
-    normals = torch.randn(shape, **options)
+    normals = None if stratified and paired else torch.randn(shape, **options)
     if stratified:
+        per_stratum = 2 if paired else 1
         sizes = [shape[-1] - n_heavy, n_heavy]
-        rank = torch.cat([torch.arange(m, device=device, dtype=uniforms.dtype) for m in sizes])
-        size = torch.cat([torch.full((m,), m, device=device, dtype=uniforms.dtype) for m in sizes])
+        # Each stratum's first rank and its number of draws, in units of 1/m.
+        first = torch.cat(
+            [torch.arange(m, device=device) // per_stratum * per_stratum for m in sizes]
+        )
+        size = torch.cat([torch.full((m,), m, device=device) for m in sizes])
+        width = (size - first).clamp(max=per_stratum)
+        first, size, width = (t.to(uniforms.dtype) for t in (first, size, width))
         eps = torch.finfo(uniforms.dtype).eps
-        uniforms = ((rank + uniforms) / size).clamp(max=1 - eps)
+        uniforms = ((first + width * uniforms) / size).clamp(max=1 - eps)
     return uniforms, normals

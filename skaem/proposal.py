@@ -80,13 +80,19 @@ class GaussianMixtureProposal(nn.Module):
         return torch.logsumexp(log_weights + normal_log_prob(x.unsqueeze(-1), loc, scale), dim=-1)
 
     def sample(
-        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+        self, params: Tensor, uniforms: Tensor, normals: Tensor | None, stratified: bool = False
     ) -> Tensor:
         """Draw (..., S) points: a component by inverse CDF, then a Gaussian.
 
         ``stratified`` expects ``uniforms`` sorted along S (one per stratum);
         positions are then stratified within each component too.
+        ``normals=None`` reads each uniform as the draw's place in the
+        mixture's inverse CDF (component, then quantile within it), so that
+        strata of the uniforms are strata of the mixture's mass.
         """
+        if normals is None:
+            _, loc, scale, v = self._invert(params, uniforms)
+            return loc + scale * torch.special.ndtri(v)
         component, loc, scale = self._pick_components(params, uniforms)
         if stratified:
             normals = torch.special.ndtri(_quantiles_within_runs(component, normals))
@@ -124,9 +130,13 @@ class GaussianMixtureProposal(nn.Module):
         return torch.logsumexp(log_weights + log_cauchy, dim=-1)
 
     def heavy_sample(
-        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+        self, params: Tensor, uniforms: Tensor, normals: Tensor | None, stratified: bool = False
     ) -> Tensor:
-        """Draw from the Cauchy partner; ``normals`` are mapped to uniforms by Phi."""
+        """Draw from the Cauchy partner; ``normals`` are mapped to uniforms by Phi
+        (``normals=None``: the uniforms' inverse CDF, as in :meth:`sample`)."""
+        if normals is None:
+            _, loc, scale, v = self._invert(params, uniforms)
+            return loc + scale * torch.tan(math.pi * (v - 0.5))
         component, loc, scale = self._pick_components(params, uniforms)
         if stratified:
             v = _quantiles_within_runs(component, normals)
@@ -142,6 +152,23 @@ class GaussianMixtureProposal(nn.Module):
         component = torch.searchsorted(cdf, u).clamp_(max=self.n_components - 1)
         loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
         return component, loc.gather(-1, component), scale.gather(-1, component)
+
+    def _invert(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Component, its location and scale, and the quantile within it, of
+        each uniform's place in the mixture's mass (in float64: a light
+        component's share of [0, 1) is too narrow for float32's steps)."""
+        log_weights, loc, scale = self.split(params)
+        batch = torch.broadcast_shapes(log_weights.shape[:-1], uniforms.shape[:-1])
+        weights = log_weights.double().exp().expand(*batch, -1)
+        cdf = weights.cumsum(dim=-1).contiguous()
+        u = (uniforms.double() * cdf[..., -1:]).expand(*batch, -1).contiguous()
+        component = torch.searchsorted(cdf, u).clamp_(max=self.n_components - 1)
+        weight = weights.gather(-1, component)
+        below = cdf.gather(-1, component) - weight
+        eps = torch.finfo(params.dtype).eps
+        v = ((u - below) / weight).clamp(eps, 1 - eps).to(params.dtype)
+        loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
+        return component, loc.gather(-1, component), scale.gather(-1, component), v
 
 
 # Quadrature nodes go to the mixture components in proportion to their
@@ -327,7 +354,7 @@ class UniformProposal(nn.Module):
         return nodes, torch.full_like(nodes, -math.log(n_nodes))
 
     def sample(
-        self, params: Tensor, uniforms: Tensor, normals: Tensor, stratified: bool = False
+        self, params: Tensor, uniforms: Tensor, normals: Tensor | None, stratified: bool = False
     ) -> Tensor:
         # Stratified uniforms already stratify the positions.
         low, high = self.low.unsqueeze(-1), self.high.unsqueeze(-1)
