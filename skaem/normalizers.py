@@ -65,10 +65,13 @@ def log_normalizer_variance(
     w = (log_w_samples - log_total.unsqueeze(-1)).exp()
     n_light = w.shape[-1] - n_heavy
     groups = (w[..., :n_light], w[..., n_light:])
-    spread_of = _successive_differences if stratified else _independent_spread
     if paired:
         spread_of = _pair_differences
-    if (not stratified or paired) and 1 in (n_light, n_heavy):
+    elif stratified:
+        spread_of = _successive_differences
+    else:
+        spread_of = _independent_spread
+    if spread_of is not _successive_differences and 1 in (n_light, n_heavy):
         groups = (w,)  # a lone draw has no spread: pool, erring high
     spread = sum(spread_of(group) for group in groups)
     return spread.nan_to_num(nan=math.inf)  # no weight at all: unknown

@@ -91,7 +91,7 @@ class GaussianMixtureProposal(nn.Module):
         strata of the uniforms are strata of the mixture's mass.
         """
         if normals is None:
-            _, loc, scale, v = self._invert(params, uniforms)
+            loc, scale, v = self._invert(params, uniforms)
             return loc + scale * torch.special.ndtri(v)
         component, loc, scale = self._pick_components(params, uniforms)
         if stratified:
@@ -135,7 +135,7 @@ class GaussianMixtureProposal(nn.Module):
         """Draw from the Cauchy partner; ``normals`` are mapped to uniforms by Phi
         (``normals=None``: the uniforms' inverse CDF, as in :meth:`sample`)."""
         if normals is None:
-            _, loc, scale, v = self._invert(params, uniforms)
+            loc, scale, v = self._invert(params, uniforms)
             return loc + scale * torch.tan(math.pi * (v - 0.5))
         component, loc, scale = self._pick_components(params, uniforms)
         if stratified:
@@ -153,9 +153,9 @@ class GaussianMixtureProposal(nn.Module):
         loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
         return component, loc.gather(-1, component), scale.gather(-1, component)
 
-    def _invert(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Component, its location and scale, and the quantile within it, of
-        each uniform's place in the mixture's mass (in float64: a light
+    def _invert(self, params: Tensor, uniforms: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Location and scale of the component that holds each uniform's place
+        in the mixture's mass, and the quantile within it (in float64: a light
         component's share of [0, 1) is too narrow for float32's steps)."""
         log_weights, loc, scale = self.split(params)
         batch = torch.broadcast_shapes(log_weights.shape[:-1], uniforms.shape[:-1])
@@ -168,7 +168,7 @@ class GaussianMixtureProposal(nn.Module):
         eps = torch.finfo(params.dtype).eps
         v = ((u - below) / weight).clamp(eps, 1 - eps).to(params.dtype)
         loc, scale = loc.expand(*batch, -1), scale.expand(*batch, -1)
-        return component, loc.gather(-1, component), scale.gather(-1, component), v
+        return loc.gather(-1, component), scale.gather(-1, component), v
 
 
 # Quadrature nodes go to the mixture components in proportion to their
