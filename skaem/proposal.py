@@ -68,6 +68,13 @@ class GaussianMixtureProposal(nn.Module):
         raw_scale = _inverse_softplus(scale - self.min_scale)
         return torch.cat([log_weights, loc, raw_scale], dim=-1).to(x.dtype)
 
+    def with_scale_gain(self, params: Tensor, gain: Tensor) -> Tensor:
+        """``params`` (..., D, 3K) with each feature's raw scales multiplied by
+        its ``gain`` (D,): ``softplus(gain * raw)``, whose logarithm at small
+        scales moves ``gain`` times as far for the same change of ``raw``."""
+        k = 2 * self.n_components
+        return torch.cat([params[..., :k], params[..., k:] * gain.unsqueeze(-1)], dim=-1)
+
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log mixture weights, locations and scales, each (..., K)."""
         logits, loc, raw_scale = params.chunk(3, dim=-1)

@@ -368,3 +368,22 @@ def test_auto_max_iter_with_early_stopping_runs_the_budget(tiny, gaussian_2d):
     ):
         aem.fit(gaussian_2d[:100])  # the budget of 240 / 2 steps passes 120 times
     assert aem.do_early_stopping_ and aem.n_iter_ == 120
+
+
+def test_a_coarse_column_sharpens_at_its_recorded_values(tiny, monkeypatch):
+    # An integer column's likelihood grows as components narrow onto its
+    # values; its raw scales' gain gets there in fewer steps. The continuous
+    # column given it keeps the plain parametrisation.
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        values = rng.integers(0, 8, n)
+        return np.c_[values, values + rng.normal(size=n)]
+
+    X, X_test = draw(3000), draw(2000)
+    params = {**tiny, "n_components": 10, "max_iter": 300, "random_state": 0}
+    fast = AEMDensity(**params).fit(X).score_samples_per_feature(X_test).mean(0)
+    monkeypatch.setattr("skaem.model.COARSE_SCALE_GAIN", 1.0)
+    slow = AEMDensity(**params).fit(X).score_samples_per_feature(X_test).mean(0)
+    assert fast[0] - slow[0] > 0.3, (fast, slow)
+    assert abs(fast[1] - slow[1]) < 0.02, (fast, slow)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skaem.model import AEM
+from skaem.model import AEM, COARSE_SCALE_GAIN, coarse_columns
 from skaem.nn import EnergyNet, ResMADE
 from skaem.proposal import GaussianMixtureProposal
 
@@ -175,3 +175,34 @@ def test_first_feature_starts_from_em_with_ten_rows_a_component():
     model.initialize_proposal(smooth)
     bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
     assert torch.equal(bias, wide.initial_params(smooth[:, :1])[0])
+
+
+def test_coarse_columns_are_those_whose_recorded_values_repeat():
+    generator = torch.Generator().manual_seed(0)
+    n = 2000
+    smooth = torch.randn(n, generator=generator)
+    integers = torch.randint(0, 8, (n,), generator=generator).float()
+    # Zero-inflated: a share of exact zeros, the rest continuous.
+    mostly_zero = torch.where(torch.arange(n) < 0.6 * n, 0.0, smooth)
+    some_zero = torch.where(torch.arange(n) < 0.4 * n, 0.0, smooth)
+    fives = torch.arange(n).div(5, rounding_mode="floor").float()  # each value five times
+    x = torch.stack([smooth, integers, mostly_zero, some_zero, fives], dim=1)
+    assert coarse_columns(x).tolist() == [False, True, True, False, False]
+
+
+def test_scale_gain_marks_coarse_columns_and_keeps_the_start(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 6, (3000, 1), generator=generator).float()
+    x = torch.cat([coarse, coarse + torch.randn(3000, 1, generator=generator)], dim=1)
+    torch.manual_seed(0)
+    model = _small_aem(GaussianMixtureProposal(8))
+    model.initialize_proposal(x)
+    assert model.scale_gain.tolist() == [COARSE_SCALE_GAIN, 1.0]
+    monkeypatch.setattr("skaem.model.COARSE_SCALE_GAIN", 1.0)
+    torch.manual_seed(0)
+    plain = _small_aem(GaussianMixtureProposal(8))
+    plain.initialize_proposal(x)
+    assert plain.scale_gain.tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        # The gain changes how fast the scales move, not where they start.
+        torch.testing.assert_close(model.proposal_log_prob(x), plain.proposal_log_prob(x))
