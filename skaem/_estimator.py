@@ -150,7 +150,11 @@ class AEMDensity(DensityMixin, BaseEstimator):
         model's starting point: 32 beat the paper's 10 on many-mode data.
     min_scale : float, default=1e-3
         Smallest standard deviation of a mixture component, in standardised
-        units.
+        units. Where a column is recorded coarsely (at least half of 500
+        or more training rows hold a value that 10 rows or more share), the
+        likelihood rewards components this narrow at the recorded values,
+        and its components' scales move six times as fast in log terms
+        (``skaem.model.COARSE_SCALE_GAIN``); other columns are unaffected.
     uniform_bounds : array-like of shape (2, n_features) or (2,), default=None
         Lower and upper bounds of the uniform proposal in the units of X;
         a pair ``(low, high)`` bounds every feature alike. ``None`` takes

@@ -40,17 +40,23 @@ FIRST_FEATURE_EM_STEPS = 100
 # their value with COARSE_VALUE_COUNT - 1 others or more: the likelihood
 # there rewards narrow components at the recorded values, which the ResMADE
 # sharpens slowly. Their raw scales are multiplied by COARSE_SCALE_GAIN
-# (20,000 rows of household power, seeds 0 and 1: +2.3 / +3.1 nats on test
-# rows with 3, +3.7 / +3.5 with 6, +3.4 with 10; the gain on every column
-# cost scikit-learn's diabetes 2.8 nats, whose values mostly repeat less;
-# docs/design.md).
+# (household power, 1,000 to 100,000 rows, 8 fits: +0.5 to +3.4 nats on
+# test rows with 6, seven above +2.4; 20,000 rows, seed 0, one thread: +2.3
+# with 3, +3.7 with 6, +3.4 with 10). On fewer than COARSE_MIN_ROWS rows,
+# where the networks overfit anyway, it added to that (300 power rows and
+# 265 of scikit-learn's diabetes lost 0.7 nats), so they keep the plain
+# scales (docs/design.md).
 COARSE_VALUE_COUNT = 10
 COARSE_SCALE_GAIN = 6.0
+COARSE_MIN_ROWS = 500
 
 
 def coarse_columns(x: Tensor) -> Tensor:
     """Which columns of ``x`` (N, D) are recorded coarsely: at least half of
-    the rows hold a value that ``COARSE_VALUE_COUNT`` rows or more share."""
+    the rows hold a value that ``COARSE_VALUE_COUNT`` rows or more share
+    (none below ``COARSE_MIN_ROWS`` rows)."""
+    if len(x) < COARSE_MIN_ROWS:
+        return torch.zeros(x.shape[1], dtype=torch.bool, device=x.device)
     coarse = []
     for column in x.T:
         _, index, counts = torch.unique(column, return_inverse=True, return_counts=True)
