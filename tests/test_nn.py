@@ -186,10 +186,15 @@ def test_coarse_columns_are_those_whose_recorded_values_repeat():
     mostly_zero = torch.where(torch.arange(n) < 0.6 * n, 0.0, smooth)
     some_zero = torch.where(torch.arange(n) < 0.4 * n, 0.0, smooth)
     fives = torch.arange(n).div(5, rounding_mode="floor").float()  # each value five times
-    x = torch.stack([smooth, integers, mostly_zero, some_zero, fives], dim=1)
-    assert coarse_columns(x).tolist() == [False, True, True, False, False]
+    # Steps of two floors (as a minute of the day, standardised): a narrower
+    # component cannot gain there.
+    fine = 0.002 * torch.randint(0, 20, (n,), generator=generator).float()
+    x = torch.stack([smooth, integers, mostly_zero, some_zero, fives, fine], dim=1)
+    coarse = coarse_columns(x, min_scale=1e-3).tolist()
+    assert coarse == [False, True, True, False, False, False]
+    assert coarse_columns(x, min_scale=1e-4)[-1]
     # On a few hundred rows the networks overfit, and faster scales add to it.
-    assert not coarse_columns(x[: COARSE_MIN_ROWS - 1]).any()
+    assert not coarse_columns(x[: COARSE_MIN_ROWS - 1], min_scale=1e-3).any()
 
 
 def test_scale_gain_marks_coarse_columns_and_keeps_the_start(monkeypatch):
