@@ -151,7 +151,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
     min_scale : float, default=1e-3
         Smallest standard deviation of a mixture component, in standardised
         units. Where a column is recorded coarsely (at least half of 500
-        or more training rows hold a value that 10 rows or more share), the
+        or more training rows hold a value that 10 rows or more share, the
+        values 10 ``min_scale`` or more apart), the
         likelihood rewards components this narrow at the recorded values,
         and its components' scales move six times as fast in log terms
         (``skaem.model.COARSE_SCALE_GAIN``); other columns are unaffected.

@@ -40,8 +40,8 @@ FIRST_FEATURE_EM_STEPS = 100
 # their value with COARSE_VALUE_COUNT - 1 others or more: the likelihood
 # there rewards narrow components at the recorded values, which the ResMADE
 # sharpens slowly. Their raw scales are multiplied by COARSE_SCALE_GAIN
-# (household power, 1,000 to 100,000 rows, 8 fits: +0.5 to +3.4 nats on
-# test rows with 6, seven above +2.4; 20,000 rows, seed 0, one thread: +2.3
+# (raw household power, 20,000 and 100,000 rows, 3 fits: +2.6 to +3.4 nats
+# on test rows with 6; 20,000 rows, seed 0, one thread, every column: +2.3
 # with 3, +3.7 with 6, +3.4 with 10). On fewer than COARSE_MIN_ROWS rows,
 # where the networks overfit anyway, it added to that (300 power rows and
 # 265 of scikit-learn's diabetes lost 0.7 nats), so they keep the plain
