@@ -62,10 +62,11 @@ class Constants:
             setattr(module, name, value)
 
 
-def task_rows(name, n, seed, n_test):
-    """Training rows, test rows and the exact log-density (or None) of a task."""
-    if name in synthetic_tasks():
-        sample, log_density = synthetic_tasks()[name]
+def task_rows(tasks, name, n, seed, n_test):
+    """Training rows, test rows and the exact log-density (or None) of a task;
+    ``tasks`` are the synthetic ones."""
+    if name in tasks:
+        sample, log_density = tasks[name]
         return sample(n, seed), sample(n_test, 1000 + seed), log_density
     return (*real_rows(name, seed, n_test, n_power=n), None)
 
@@ -92,11 +93,12 @@ def main():
         torch.set_num_threads(args.threads)
     params, constants = assignments(args.params), assignments(args.constants)
     print(f"variant: params {params}, constants {constants}")
+    tasks = synthetic_tasks()
     for name in args.tasks:
-        for n in args.sizes if name in synthetic_tasks() or name == "power" else [None]:
+        for n in args.sizes if name in tasks or name == "power" else [None]:
             diffs = []
             for seed in args.seeds:
-                X, X_test, log_density = task_rows(name, n, seed, args.n_test)
+                X, X_test, log_density = task_rows(tasks, name, n, seed, args.n_test)
                 rows = len(X)
                 truth = f"truth {log_density(X_test).mean():.4f}" if log_density else ""
                 base, base_steps, base_s = fit_and_score(X, X_test, seed, {}, {})
