@@ -18,7 +18,8 @@ and refit on all of them, as a careful user would:
   data's column order, its reverse and random orders, with its paired
   differences from the default and from the better peer; ``--jobs J``
   fits and scores J members at a time (``n_jobs=J``, one worker process
-  each);
+  each); ``--shared-budget`` gives the K members one default fit's steps
+  between them (``budget="shared"``), so the ensemble costs about one fit;
 - ``KernelDensity``: on standardised features (scores corrected by the
   Jacobian), bandwidth chosen from a log grid by 5-fold cross-validation
   (above 20,000 rows, whose folds would take hours, on one validation
@@ -45,7 +46,7 @@ without replacement, standardised with the training rows' statistics
 
 Usage: python benchmarks/quality.py [--tasks diamond heavy6 ...] [--sizes 5000 25000]
        [--seeds 0 1 2] [--budgets 1 3 10] [--n-test 5000] [--long-early-stopping]
-       [--orderings 2 [--jobs 2]]
+       [--orderings 2 [--jobs 2] [--shared-budget]]
 The default AEM's fit is the dominant cost: minutes per task and seed.
 """
 
@@ -177,7 +178,17 @@ def paired(scores, reference):
 
 
 def run_one(
-    name, X, X_test, truth, seed, budgets, report, long_early_stopping=False, orderings=0, jobs=None
+    name,
+    X,
+    X_test,
+    truth,
+    seed,
+    budgets,
+    report,
+    long_early_stopping=False,
+    orderings=0,
+    jobs=None,
+    budget="each",
 ):
     rows = []
 
@@ -209,9 +220,12 @@ def run_one(
         budgeted, fit_time = timed(AEMDensity(random_state=seed, max_iter=steps).fit, X)
         add(f"AEM {minutes:g} min", budgeted.score_samples, fit_time + probe_time, f"{steps} steps")
     if orderings:
-        ensemble = OrderingEnsemble(n_orderings=orderings, random_state=seed, n_jobs=jobs)
+        ensemble = OrderingEnsemble(
+            n_orderings=orderings, random_state=seed, budget=budget, n_jobs=jobs
+        )
         ensemble, fit_time = timed(ensemble.fit, X)
-        add(f"AEM, {orderings} orders", ensemble.score_samples, fit_time)
+        shared = ", shared" if budget == "shared" else ""
+        add(f"AEM, {orderings} orders{shared}", ensemble.score_samples, fit_time)
         ensemble_row = len(rows) - 1
     (kde, chosen, tuning), fit_time = timed(fit_kde, X, seed)
     add(f"KernelDensity ({tuning})", kde.score_samples, fit_time, str(chosen))
@@ -220,8 +234,9 @@ def run_one(
     if orderings:
         peer = max(rows[-2:], key=lambda row: row[1].mean())
         scores = rows[ensemble_row][1]
+        steps = [member.n_iter_ for member in ensemble.estimators_]
         detail = f"n_jobs={jobs}; " if jobs else ""
-        detail += f"minus default {paired(scores, rows[0][1])}; "
+        detail += f"steps {steps}; minus default {paired(scores, rows[0][1])}; "
         detail += f"minus {peer[0].split()[0]} {paired(scores, peer[1])}"
         rows[ensemble_row] = (*rows[ensemble_row][:4], detail)
     print(f"\n== {name}, {len(X)} training rows, seed {seed} ==", flush=True)
@@ -285,12 +300,14 @@ def main():
     parser.add_argument("--long-early-stopping", action="store_true")
     parser.add_argument("--orderings", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--shared-budget", action="store_true")
     args = parser.parse_args()
     report = {}
     options = {
         "long_early_stopping": args.long_early_stopping,
         "orderings": args.orderings,
         "jobs": args.jobs,
+        "budget": "shared" if args.shared_budget else "each",
     }
     for name in args.tasks:
         for seed in args.seeds:

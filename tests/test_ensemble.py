@@ -162,6 +162,47 @@ def test_n_jobs_fits_members_in_worker_processes():
     assert all(member.process_id_ == os.getpid() for member in alone.estimators_)
 
 
+@pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
+def test_shared_budget_gives_each_aem_its_share_of_one_fits_steps():
+    X = _skewed_rows(200)
+    for n_orderings in (2, 3):
+        ensemble = OrderingEnsemble(
+            TINY_CHECKED, n_orderings=n_orderings, random_state=0, budget="shared"
+        ).fit(X)
+        steps = TINY_CHECKED.max_iter // n_orderings
+        assert [member.n_iter_ for member in ensemble.estimators_] == [steps] * n_orderings
+    each = OrderingEnsemble(TINY_CHECKED, random_state=0).fit(X)
+    assert [member.n_iter_ for member in each.estimators_] == [TINY_CHECKED.max_iter] * 2
+
+
+@pytest.mark.parametrize(
+    "n_samples, n_features, steps, early_stopping",
+    [
+        (5000, 2, 2500, True),  # one fit validates over 5,000 steps
+        (10000, 2, 2500, True),  # a member's 2,500 steps alone would not validate
+        (25000, 2, 2441, False),  # one fit takes 50 passes: 4,883 steps
+        (5000, 6, 500, False),  # 50 passes, at least 1,000 steps
+    ],
+)
+def test_shared_budget_resolves_the_aems_auto_steps_as_one_fit_would(
+    n_samples, n_features, steps, early_stopping
+):
+    from skaem import AEMDensity
+    from skaem.ensemble import _budget_share
+
+    share = _budget_share(AEMDensity(), n_samples, n_features, n_members=2)
+    assert share == {"max_iter": steps, "early_stopping": early_stopping}
+
+
+def test_shared_budget_divides_an_integer_max_iter():
+    X = _skewed_rows(200)
+    ensemble = OrderingEnsemble(
+        GaussianMixture(2, max_iter=100), n_orderings=3, budget="shared"
+    ).fit(X)
+    assert [member.max_iter for member in ensemble.estimators_] == [33] * 3
+    assert ensemble.estimator.max_iter == 100  # the template is left as it was
+
+
 def test_default_member_is_an_aem():
     from skaem import AEMDensity
 
@@ -175,11 +216,17 @@ def test_default_member_is_an_aem():
         ({"n_orderings": 1.5}, "n_orderings"),
         ({"estimator": object()}, "estimator"),
         ({"n_jobs": "two"}, "n_jobs"),
+        ({"budget": "half"}, "budget"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(ValueError, match=message):
         OrderingEnsemble(**params).fit(_skewed_rows(50))
+
+
+def test_shared_budget_needs_a_max_iter():
+    with pytest.raises(ValueError, match="KernelDensity has no max_iter"):
+        OrderingEnsemble(KernelDensity(), budget="shared").fit(_skewed_rows(50))
 
 
 def test_bad_sample_count_is_named():
