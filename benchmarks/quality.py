@@ -19,7 +19,7 @@ and refit on all of them, as a careful user would:
   differences from the default and from the better peer; ``--jobs J``
   fits and scores J members at a time (``n_jobs=J``, one worker process
   each); ``--shared-budget`` gives the K members one default fit's steps
-  between them (``budget="shared"``), so the ensemble costs about one fit;
+  between them (``budget="shared"``), at most one fit's step budget;
 - ``KernelDensity``: on standardised features (scores corrected by the
   Jacobian), bandwidth chosen from a log grid by 5-fold cross-validation
   (above 20,000 rows, whose folds would take hours, on one validation

@@ -100,6 +100,13 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the random orders and, where the estimator has a
         ``random_state`` parameter, gives each member a seed of its own.
+    n_jobs : int, default=None
+        Members fitted and scored at the same time by joblib (None: one
+        at a time, unless inside a :func:`joblib.parallel_config` context;
+        -1: as many as cores). In worker processes joblib gives each
+        member ``cores // n_jobs`` threads, and a seeded AEM repeats its
+        fit exactly only at the same thread count, so seeded results with
+        ``n_jobs=2`` may differ in the last bits from ``n_jobs=None``.
     budget : {"each", "shared"}, default="each"
         Training steps of each member. ``"each"``: every member gets the
         estimator's own ``max_iter``, so fitting costs ``n_orderings``
@@ -115,13 +122,6 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         -0.12; 25,000 x 2 rows: the diamond -0.05), so share only where
         the AEM validates (``docs/design.md``). Needs an estimator with a
         ``max_iter`` parameter.
-    n_jobs : int, default=None
-        Members fitted and scored at the same time by joblib (None: one
-        at a time, unless inside a :func:`joblib.parallel_config` context;
-        -1: as many as cores). In worker processes joblib gives each
-        member ``cores // n_jobs`` threads, and a seeded AEM repeats its
-        fit exactly only at the same thread count, so seeded results with
-        ``n_jobs=2`` may differ in the last bits from ``n_jobs=None``.
 
     Attributes
     ----------
@@ -155,18 +155,18 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         "estimator": [HasMethods(["fit", "score_samples"]), None],
         "n_orderings": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
-        "budget": [StrOptions({"each", "shared"})],
         "n_jobs": [Integral, None],
+        "budget": [StrOptions({"each", "shared"})],
     }
 
     def __init__(
-        self, estimator=None, n_orderings=2, random_state=None, budget="each", n_jobs=None
+        self, estimator=None, n_orderings=2, random_state=None, n_jobs=None, budget="each"
     ):
         self.estimator = estimator
         self.n_orderings = n_orderings
         self.random_state = random_state
-        self.budget = budget
         self.n_jobs = n_jobs
+        self.budget = budget
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
