@@ -187,15 +187,16 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         rng = check_random_state(self.random_state)
         self.orderings_ = feature_orderings(X.shape[1], self.n_orderings, rng)
+        base = self._base_estimator()
+        steps = {}
+        if self.budget == "shared":
+            steps = _budget_share(base, *X.shape, len(self.orderings_))
         members = []
         for _ in self.orderings_:
-            member = clone(self._base_estimator())
+            member = clone(base).set_params(**steps)
             if self.random_state is not None and "random_state" in member.get_params():
                 member.set_params(random_state=int(rng.randint(MAX_SEED)))
             members.append(member)
-        if self.budget == "shared":
-            share = _budget_share(members[0], *X.shape, len(members))
-            members = [member.set_params(**share) for member in members]
         # Seeds are drawn above, in order, so that they do not depend on n_jobs.
         self.estimators_ = Parallel(n_jobs=self.n_jobs)(
             delayed(member.fit)(X[:, order])
