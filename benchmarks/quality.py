@@ -208,7 +208,8 @@ def run_one(
     aem.set_params(kde_bandwidth=KDE_BANDWIDTHS_AEM[int(np.argmax(choices))])
     add("AEM-KDE (same fit)", aem.score_samples, 0.0, f"bandwidth {aem.kde_bandwidth}")
     if long_early_stopping:
-        budget = backend.max_iter_for(aem.get_params(), *X.shape)
+        n_coarse = backend.coarse_column_count(aem.get_params(), X)
+        budget = backend.max_iter_for(aem.get_params(), *X.shape, n_coarse=n_coarse)
         long = AEMDensity(random_state=seed, max_iter=10 * budget, early_stopping=True)
         long, fit_time = timed(long.fit, X)
         default_scores = rows[0][1]

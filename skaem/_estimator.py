@@ -261,9 +261,12 @@ class AEMDensity(DensityMixin, BaseEstimator):
         10000 // n_features)`` steps, a few minutes on two CPU cores. With
         early stopping it takes the whole budget and validation decides
         where to stop; without, 50 passes over the training rows
-        (``50 * n_samples / batch_size`` steps) within the budget and at
-        least 1,000 steps: 5,000 x 2 rows get up to 5,000 validated steps,
-        25,000 x 2 rows 4,883 steps, 25,000 x 8 rows 1,250. Above 25,000
+        (``50 * n_samples / batch_size`` steps) at two features and fewer
+        with more, ``50 * (2 / n_features) ** 0.25`` (35 at eight, where a
+        later conditional's many inputs overfit sooner), within the budget
+        and at least 500 steps: 5,000 x 2 rows get up to 5,000 validated
+        steps, 25,000 x 2 rows 4,883 steps, 5,000 x 6 rows 742, 25,000 x 8
+        rows 1,250. Above 25,000
         rows the ``10000 // n_features`` grows in proportion to the rows, up
         to twice at 50,000 (100,000 x 7 rows: 2,856 steps), where more
         steps paid and 50 passes cannot overfit.

@@ -19,7 +19,7 @@ import torch
 from . import collective
 from ._device import resolve_device, seeded
 from .inference import conditional_log_densities, sample_rows
-from .model import AEM
+from .model import AEM, coarse_columns
 from .proposal import UniformProposal, make_proposal
 from .threads import governed_threads
 from .training import ResumePoint, TrainingConfig, train
@@ -38,9 +38,14 @@ _AUTO_EARLY_STOPPING_PASSES = 100
 _AUTO_EARLY_STOPPING_ROWS = 10
 # max_iter="auto": at most _AUTO_STEP_BUDGET / n_features steps and at least
 # _AUTO_MIN_STEPS (a step costs about n_features times a 1-D step: the budget
-# is a few minutes on two CPU cores). Without early stopping, this many passes
-# over the training rows within those bounds.
+# is a few minutes on two CPU cores). Without early stopping, _AUTO_PASSES
+# passes over the training rows at two features, within those bounds and at
+# least _AUTO_MIN_PASS_STEPS steps; with more features, fewer passes (times
+# (2 / n_features) ** _AUTO_PASSES_EXPONENT): a later conditional has more
+# inputs, which the rows fill more thinly, so it overfits sooner.
 _AUTO_PASSES = 50
+_AUTO_PASSES_EXPONENT = 0.25
+_AUTO_MIN_PASS_STEPS = 500
 _AUTO_MIN_STEPS = 1000
 _AUTO_STEP_BUDGET = 10000
 # Above _AUTO_BUDGET_ROWS rows the budget grows with them, up to
@@ -253,7 +258,7 @@ def fit_networks(
             state.model,
             train_tensor,
             None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
-            _training_config(params, max_iter_for(params, *X.shape, early_stopping), state),
+            _training_config(params, _fit_steps(params, X, early_stopping, state), state),
             # Each process, and each later cycle of a warm start, its own batches.
             torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
             step_offset=state.n_iter,
@@ -400,7 +405,11 @@ def _worth_governing(device: torch.device, n_evaluations: int) -> bool:
 
 
 def max_iter_for(
-    params: dict, n_samples: int, n_features: int, early_stopping: bool | None = None
+    params: dict,
+    n_samples: int,
+    n_features: int,
+    early_stopping: bool | None = None,
+    n_coarse: int = 0,
 ) -> int:
     """Optimisation steps of a fit on ``n_samples`` rows (resolves ``max_iter="auto"``).
 
@@ -414,13 +423,19 @@ def max_iter_for(
     early_stopping : bool, default=None
         Whether the fit validates; None resolves ``params`` (see
         :func:`early_stopping_for`).
+    n_coarse : int, default=0
+        Columns recorded coarsely (:func:`coarse_column_count`), which do
+        not count among the features that cut the passes.
 
     Returns
     -------
     max_iter : int
         ``max_iter``, or for "auto" ``max(1000, 10000 // n_features)`` steps
-        where validation decides where to stop, else 50 passes over the rows
-        within those bounds. Above 25,000 rows the ``10000 // n_features``
+        where validation decides where to stop, else
+        ``50 * min(1, 2 / n_continuous) ** 0.25`` passes over the rows
+        within that budget and at least 500 steps (50 passes at two
+        continuous features, 35 at eight; ``n_continuous`` is
+        ``n_features - n_coarse``). Above 25,000 rows the ``10000 // n_features``
         grows in proportion to the rows, up to twice at 50,000. Training
         data-parallel, every process takes rank 0's count.
 
@@ -431,6 +446,8 @@ def max_iter_for(
     5000
     >>> backend.max_iter_for(AEMDensity().get_params(), 25000, 2)  # 50 passes
     4883
+    >>> backend.max_iter_for(AEMDensity().get_params(), 5000, 6)  # 38 passes
+    742
     >>> backend.max_iter_for(AEMDensity().get_params(), 100000, 7)  # twice 10000 // 7
     2856
     """
@@ -439,12 +456,18 @@ def max_iter_for(
     if early_stopping is None:
         early_stopping = early_stopping_for(params, n_samples, n_features)
     most = _step_budget(n_samples, n_features)
-    steps = _AUTO_PASSES * n_samples / min(params["batch_size"], n_samples)
-    steps = most if early_stopping else int(np.clip(round(steps), _AUTO_MIN_STEPS, most))
+    steps = _auto_passes(n_features - n_coarse) * n_samples / min(params["batch_size"], n_samples)
+    steps = most if early_stopping else int(np.clip(round(steps), _AUTO_MIN_PASS_STEPS, most))
     group = collective.active()
     if group is not None:  # shards a row apart can round to different counts: rank 0 decides
         steps = group.broadcast_int(steps)
     return steps
+
+
+def _fit_steps(params, X, early_stopping, state) -> int:
+    # The coarse columns as the model found them on the training rows.
+    n_coarse = state.model.n_coarse_columns
+    return max_iter_for(params, *X.shape, early_stopping, n_coarse)
 
 
 def shared_seed(seed: int) -> int:
@@ -548,6 +571,24 @@ def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
     if group is not None:  # the processes must all validate, or none: rank 0 decides
         auto = bool(group.broadcast_int(int(auto)))
     return auto
+
+
+def _auto_passes(n_continuous: int) -> float:
+    return _AUTO_PASSES * min(1.0, 2 / max(n_continuous, 1)) ** _AUTO_PASSES_EXPONENT
+
+
+def coarse_column_count(params: dict, X: np.ndarray) -> int:
+    """How many columns of ``X`` a fresh fit on all its rows records as
+    coarse (:func:`skaem.model.coarse_columns`, in the networks' units), as
+    :func:`max_iter_for` counts them."""
+    if params["proposal"] != "gaussian":  # the uniform proposal has no scales to sharpen
+        return 0
+    X = np.asarray(X, dtype=np.float64)
+    if params["standardize"]:
+        mean, scale = _column_moments(X, *_column_range(X))
+        X = (X - mean) / np.where(scale > 0, scale, 1.0)
+    coarse = coarse_columns(torch.as_tensor(X, dtype=torch.float32), params["min_scale"])
+    return int(coarse.sum())
 
 
 def _step_budget(n_samples: int, n_features: int) -> int:

@@ -190,7 +190,7 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         base = self._base_estimator()
         steps = {}
         if self.budget == "shared":
-            steps = _budget_share(base, *X.shape, len(self.orderings_))
+            steps = _budget_share(base, X, len(self.orderings_))
         members = []
         for _ in self.orderings_:
             member = clone(base).set_params(**steps)
@@ -308,15 +308,16 @@ class OrderingEnsemble(DensityMixin, BaseEstimator):
         return rows[rng.permutation(n_samples)]
 
 
-def _budget_share(member, n_samples: int, n_features: int, n_members: int) -> dict:
+def _budget_share(member, X: np.ndarray, n_members: int) -> dict:
     """The parameters that give each of ``n_members`` members its share of one fit's steps."""
     from ._estimator import AEMDensity
 
     params = member.get_params()
     if isinstance(member, AEMDensity):
         # Resolved for one fit on these rows, so that the members validate where it would.
-        early_stopping = backend.early_stopping_for(params, n_samples, n_features)
-        steps = backend.max_iter_for(params, n_samples, n_features, early_stopping)
+        early_stopping = backend.early_stopping_for(params, *X.shape)
+        n_coarse = backend.coarse_column_count(params, X)
+        steps = backend.max_iter_for(params, *X.shape, early_stopping, n_coarse)
         return {"max_iter": max(1, steps // n_members), "early_stopping": early_stopping}
     name = type(member).__name__
     if "max_iter" not in params:

@@ -188,6 +188,12 @@ class AEM(nn.Module):
             params = self.proposal.with_scale_gain(params, 1 / gain[:1])  # the same start
         first[self.context_features :] = params[0]
 
+    @property
+    def n_coarse_columns(self) -> int:
+        """How many columns ``initialize_proposal`` found recorded coarsely."""
+        gain = self._scale_gain()
+        return 0 if gain is None else int((gain != 1).sum())
+
     def _scale_gain(self) -> Tensor | None:
         # None for the uniform proposal and for models pickled before the gain.
         return self._buffers.get("scale_gain")

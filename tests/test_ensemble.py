@@ -181,7 +181,7 @@ def test_shared_budget_gives_each_aem_its_share_of_one_fits_steps():
         (5000, 2, 2500, True),  # one fit validates over 5,000 steps
         (10000, 2, 2500, True),  # a member's 2,500 steps alone would not validate
         (25000, 2, 2441, False),  # one fit takes 50 passes: 4,883 steps
-        (5000, 6, 500, False),  # 50 passes, at least 1,000 steps
+        (5000, 6, 371, False),  # 742 steps of 38 passes, halved
     ],
 )
 def test_shared_budget_resolves_the_aems_auto_steps_as_one_fit_would(
@@ -190,7 +190,8 @@ def test_shared_budget_resolves_the_aems_auto_steps_as_one_fit_would(
     from skaem import AEMDensity
     from skaem.ensemble import _budget_share
 
-    share = _budget_share(AEMDensity(), n_samples, n_features, n_members=2)
+    X = np.random.default_rng(0).normal(size=(n_samples, n_features))
+    share = _budget_share(AEMDensity(), X, n_members=2)
     assert share == {"max_iter": steps, "early_stopping": early_stopping}
 
 

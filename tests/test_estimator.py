@@ -186,13 +186,15 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
         (12801, 2, 256, "auto", 2500),  # fewer: 50 passes, not validated
         (25000, 2, 256, "auto", 4883),  # 50 passes over the rows
         (25000, 8, 256, "auto", 1250),  # capped at 10,000 / n_features
-        (5000, 6, 256, "auto", 1000),  # 1,666 steps pass 85 times: 50 passes, floored
+        (5000, 6, 256, "auto", 742),  # 1,666 steps pass 85 times: 50 * (2 / 6) ** 0.25 passes
+        (5000, 8, 256, "auto", 691),  # fewer passes with more features
         (100000, 30, 256, "auto", 1000),  # the floor holds above the cap
         (37500, 7, 256, "auto", 2142),  # above 25,000 rows the cap grows with them
         (100000, 7, 256, "auto", 2856),  # up to twice at 50,000 rows
-        (5000, 2, 256, False, 1000),  # at least 1,000 steps
+        (5000, 2, 256, False, 977),  # 50 passes at two features
         (6400, 2, 128, False, 2500),  # passes count with the batch size
-        (50, 2, 256, "auto", 1000),  # too few rows to validate: 50 passes, floored
+        (50, 2, 256, "auto", 500),  # too few rows to validate: 50 passes, floored
+        (100, 2, 256, False, 500),  # at least 500 steps
     ],
 )
 def test_auto_max_iter_follows_early_stopping_rows_and_features(
@@ -205,9 +207,27 @@ def test_auto_max_iter_follows_early_stopping_rows_and_features(
 
 def test_auto_max_iter_sets_the_steps_a_fit_runs(tiny, gaussian_2d):
     aem = AEMDensity(**{**tiny, "max_iter": "auto"}, random_state=0)
-    with mock.patch("skaem.backend._AUTO_MIN_STEPS", 30):
+    with mock.patch("skaem.backend._AUTO_MIN_PASS_STEPS", 30):
         aem.fit(gaussian_2d[:100])  # 50 passes of 100-row batches: 50 steps
     assert aem.n_iter_ == 50
+
+
+def test_auto_passes_leave_out_coarse_columns(tiny):
+    # Fewer passes with more features, counting only the continuous ones:
+    # columns of repeated values need the steps to sharpen onto them.
+    rng = np.random.default_rng(0)
+    continuous = rng.normal(size=(600, 4))
+    coarse = np.c_[rng.integers(0, 8, size=(600, 3)), rng.normal(size=600)]
+    params = {**tiny, "max_iter": "auto"}
+    steps = {}
+    with mock.patch("skaem.backend._AUTO_MIN_PASS_STEPS", 10):
+        for name, X in (("continuous", continuous), ("coarse", coarse)):
+            aem = AEMDensity(**params, random_state=0).fit(X)
+            counted = backend.coarse_column_count(aem.get_params(), X)
+            assert aem.model_.n_coarse_columns == counted == (3 if name == "coarse" else 0)
+            steps[name] = aem.n_iter_
+    # 600 rows in batches of 128: 50 * (2 / 4) ** 0.25 passes, and 50 passes.
+    assert steps == {"continuous": 197, "coarse": 234}
 
 
 def test_warm_start_continues_training(tiny, gaussian_2d):
