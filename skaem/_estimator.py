@@ -263,7 +263,8 @@ class AEMDensity(DensityMixin, BaseEstimator):
         where to stop; without, 50 passes over the training rows
         (``50 * n_samples / batch_size`` steps) at two features and fewer
         with more, ``50 * (2 / n_features) ** 0.25`` (35 at eight, where a
-        later conditional's many inputs overfit sooner), within the budget
+        later conditional's many inputs overfit sooner; columns recorded
+        coarsely, which need the steps, do not count), within the budget
         and at least 500 steps: 5,000 x 2 rows get up to 5,000 validated
         steps, 25,000 x 2 rows 4,883 steps, 5,000 x 6 rows 742, 25,000 x 8
         rows 1,250. Above 25,000
