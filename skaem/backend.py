@@ -485,10 +485,7 @@ def _new_state(params, X, seed, early_stopping) -> FittedState:
             f"{constant.tolist()}): their density is a point mass. Remove them, "
             "e.g. with sklearn.feature_selection.VarianceThreshold in a Pipeline."
         )
-    if params["standardize"]:
-        mean, scale = _column_moments(X, low, high)
-    else:
-        mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    mean, scale = _scaling(params, X, low, high)
     box = _uniform_box(params, low, high, mean, scale) if params["proposal"] == "uniform" else None
     return FittedState(
         model=build_model(params, X.shape[1], box),
@@ -584,11 +581,9 @@ def coarse_column_count(params: dict, X: np.ndarray) -> int:
     if params["proposal"] != "gaussian":  # the uniform proposal has no scales to sharpen
         return 0
     X = np.asarray(X, dtype=np.float64)
-    if params["standardize"]:
-        mean, scale = _column_moments(X, *_column_range(X))
-        X = (X - mean) / np.where(scale > 0, scale, 1.0)
-    coarse = coarse_columns(torch.as_tensor(X, dtype=torch.float32), params["min_scale"])
-    return int(coarse.sum())
+    mean, scale = _scaling(params, X, *_column_range(X))
+    z = (X - mean) / np.where(scale > 0, scale, 1.0)  # a constant column fails in fit instead
+    return int(coarse_columns(torch.as_tensor(z, dtype=torch.float32), params["min_scale"]).sum())
 
 
 def _step_budget(n_samples: int, n_features: int) -> int:
@@ -682,6 +677,13 @@ def _column_range(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if group is None:
         return low, high
     return group.min(low), group.max(high)
+
+
+def _scaling(params: dict, X: np.ndarray, low: np.ndarray, high: np.ndarray):
+    """The means and scales that take ``X`` to the networks' units."""
+    if params["standardize"]:
+        return _column_moments(X, low, high)
+    return np.zeros(X.shape[1]), np.ones(X.shape[1])
 
 
 def _column_moments(
