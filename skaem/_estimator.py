@@ -265,7 +265,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         with more, ``50 * (2 / n_features) ** 0.25`` (35 at eight, where a
         later conditional's many inputs overfit sooner; columns recorded
         coarsely, which need the steps, do not count), within the budget
-        and at least 500 steps: 5,000 x 2 rows get up to 5,000 validated
+        and at least 100 steps: 5,000 x 2 rows get up to 5,000 validated
         steps, 25,000 x 2 rows 4,883 steps, 5,000 x 6 rows 742, 25,000 x 8
         rows 1,250. Above 25,000
         rows the ``10000 // n_features`` grows in proportion to the rows, up
@@ -288,7 +288,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         for "auto" its budget) pass over the rows 100 times or more
         (``steps * min(batch_size, n_samples) >= 100 * n_samples``: at the
         defaults, fewer than 12,800 rows of 2 features or 2,560 of 10) and
-        at least 10 rows would be held out: there the networks can overfit
+        at least 5 rows would be held out: there the networks can overfit
         and the validation curve sets the training length, which on
         many-mode data is thousands of steps more than a fixed count gave.
         On more rows it cost held-out rows and cut the anneal short
@@ -297,8 +297,14 @@ class AEMDensity(DensityMixin, BaseEstimator):
         Fraction of rows held out when early stopping is on.
     n_iter_no_change : int, default=10
         Evaluations without improvement before stopping early.
-    eval_interval : int, default=50
+    eval_interval : "auto" or int, default="auto"
         Steps between two records of the training curve (and validations).
+        "auto" takes 15 passes over the training rows, at most 50 steps:
+        small data sets overfit within a few dozen passes, and with one
+        step a pass 50 steps would step over their best weights (seeds
+        0-2, on test rows: wine, 106 rows, 12.6 nats higher; diabetes, 265
+        rows, 0.5). Fits of about 950 rows or more (853 training rows)
+        evaluate every 50 steps, as before.
     device : str, default="auto"
         "cpu", "cuda", "cuda:i", or "auto" for CUDA when available. A model
         fitted on a GPU scores on the CPU where no GPU is available.
@@ -426,7 +432,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "eval_interval": [Interval(Integral, 1, None, closed="left")],
+        "eval_interval": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -470,7 +476,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
-        eval_interval=50,
+        eval_interval="auto",
         device="auto",
         random_state=None,
         verbose=0,

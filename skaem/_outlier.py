@@ -105,7 +105,7 @@ class AEMOutlierDetector(OutlierMixin, AEMDensity):
         early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
-        eval_interval=50,
+        eval_interval="auto",
         device="auto",
         random_state=None,
         verbose=0,

@@ -33,19 +33,24 @@ MAX_SEED = 2**31 - 1
 # -2.42 against -2.15 stopped by validation) and overfit small data sets,
 # while on data the budget cannot overfit, validation only cost rows and cut
 # the anneal short (25,000 checkerboard rows: -3.520 against -3.508;
-# benchmarks/results_quality*.txt, docs/user_guide/parameters.rst).
+# benchmarks/results_quality*.txt, docs/user_guide/parameters.rst). Even 5
+# held-out rows see a small data set's overfitting, which costs nats a row
+# (iris, 90 rows, seeds 0-2: -3.9 / -9.7 / -3.3 validated against -12.8 /
+# -17.6 / -13.8 after 500 steps).
 _AUTO_EARLY_STOPPING_PASSES = 100
-_AUTO_EARLY_STOPPING_ROWS = 10
+_AUTO_EARLY_STOPPING_ROWS = 5
 # max_iter="auto": at most _AUTO_STEP_BUDGET / n_features steps and at least
 # _AUTO_MIN_STEPS (a step costs about n_features times a 1-D step: the budget
 # is a few minutes on two CPU cores). Without early stopping, _AUTO_PASSES
 # passes over the training rows at two features, within those bounds and at
-# least _AUTO_MIN_PASS_STEPS steps; with more features, fewer passes (times
+# least _AUTO_MIN_PASS_STEPS steps (the default warm-up's 50 and as many
+# for the energy: more steps are more passes over fewer rows, which
+# overfit); with more features, fewer passes (times
 # (2 / n_features) ** _AUTO_PASSES_EXPONENT): a later conditional has more
 # inputs, which the rows fill more thinly, so it overfits sooner.
 _AUTO_PASSES = 50
 _AUTO_PASSES_EXPONENT = 0.25
-_AUTO_MIN_PASS_STEPS = 500
+_AUTO_MIN_PASS_STEPS = 100
 _AUTO_MIN_STEPS = 1000
 _AUTO_STEP_BUDGET = 10000
 # Above _AUTO_BUDGET_ROWS rows the budget grows with them, up to
@@ -54,6 +59,16 @@ _AUTO_STEP_BUDGET = 10000
 # 9.7 nats at 1,428 steps, 11.4 at 2,856; docs/design.md).
 _AUTO_BUDGET_ROWS = 25_000
 _AUTO_BUDGET_GROWTH = 2.0
+# eval_interval="auto": record the curve (and validate) every
+# _AUTO_EVAL_PASSES passes over the training rows, at most every
+# _AUTO_EVAL_STEPS steps. Small data sets peak within a few dozen passes
+# (wine, 95 training rows, one step a pass: within the 50-step warm-up),
+# which evaluations 50 passes apart stepped over. From 853 training rows
+# on, 15 passes are 50 steps or more, so fits of about 950 rows or more
+# are unchanged: every 3 passes also cut the patience to 30 passes, which
+# ended 1,000-row fits of heavy6 too soon (-0.124 +- 0.042, docs/design.md).
+_AUTO_EVAL_PASSES = 15
+_AUTO_EVAL_STEPS = 50
 # n_eval_importance_samples="auto": 200 quadrature nodes came closer to the
 # exact log-likelihood than 1,000 stratified samples, the sampling default,
 # on the benchmark tasks (benchmarks/normalizer_variance.py).
@@ -258,7 +273,12 @@ def fit_networks(
             state.model,
             train_tensor,
             None if x_valid is None else state.to_networks(x_valid, device, check_range=True),
-            _training_config(params, _fit_steps(params, X, early_stopping, state), state),
+            _training_config(
+                params,
+                _fit_steps(params, X, early_stopping, state),
+                eval_interval_for(params, len(x_train)),
+                state,
+            ),
             # Each process, and each later cycle of a warm start, its own batches.
             torch.Generator(device).manual_seed(int(train_seed) + rank + 10007 * state.n_iter),
             step_offset=state.n_iter,
@@ -433,7 +453,7 @@ def max_iter_for(
         ``max_iter``, or for "auto" ``max(1000, 10000 // n_features)`` steps
         where validation decides where to stop, else
         ``50 * min(1, 2 / n_continuous) ** 0.25`` passes over the rows
-        within that budget and at least 500 steps (50 passes at two
+        within that budget and at least 100 steps (50 passes at two
         continuous features, 35 at eight; ``n_continuous`` is
         ``n_features - n_coarse``). Above 25,000 rows the ``10000 // n_features``
         grows in proportion to the rows, up to twice at 50,000. Training
@@ -554,7 +574,7 @@ def _uniform_box(params, low, high, mean, scale):
 def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
     """Whether a fit on ``n_samples`` rows holds out validation rows
     (resolves ``early_stopping="auto"``: where the step budget, or
-    ``max_iter``, passes over the rows 100 times or more, and at least 10
+    ``max_iter``, passes over the rows 100 times or more, and at least 5
     rows would be held out)."""
     if params["early_stopping"] != "auto":
         return bool(params["early_stopping"])
@@ -568,6 +588,31 @@ def early_stopping_for(params: dict, n_samples: int, n_features: int) -> bool:
     if group is not None:  # the processes must all validate, or none: rank 0 decides
         auto = bool(group.broadcast_int(int(auto)))
     return auto
+
+
+def eval_interval_for(params: dict, n_train: int) -> int:
+    """Steps between two evaluations of a fit on ``n_train`` training rows
+    (resolves ``eval_interval="auto"``: every 15 passes over the rows, at
+    most every 50 steps; rank 0's count where training data-parallel).
+
+    Examples
+    --------
+    >>> from skaem import AEMDensity, backend
+    >>> backend.eval_interval_for(AEMDensity().get_params(), 900)  # 3.5 steps a pass
+    50
+    >>> backend.eval_interval_for(AEMDensity().get_params(), 307)  # 1.2 steps a pass
+    18
+    >>> backend.eval_interval_for(AEMDensity().get_params(), 95)  # one step a pass
+    15
+    """
+    if params["eval_interval"] != "auto":
+        return params["eval_interval"]
+    steps_per_pass = n_train / min(params["batch_size"], n_train)
+    interval = int(min(_AUTO_EVAL_STEPS, max(1, round(_AUTO_EVAL_PASSES * steps_per_pass))))
+    group = collective.active()
+    if group is not None:  # the processes must evaluate, and so stop, together
+        interval = group.broadcast_int(interval)
+    return interval
 
 
 def _auto_passes(n_continuous: int) -> float:
@@ -609,7 +654,9 @@ def _split(X, rng, early_stopping, fraction):
     return X[perm[n_valid:]], X[perm[:n_valid]]
 
 
-def _training_config(params: dict, max_iter: int, state: FittedState) -> TrainingConfig:
+def _training_config(
+    params: dict, max_iter: int, eval_interval: int, state: FittedState
+) -> TrainingConfig:
     return TrainingConfig(
         max_iter=max_iter,
         batch_size=params["batch_size"],
@@ -621,7 +668,7 @@ def _training_config(params: dict, max_iter: int, state: FittedState) -> Trainin
         stratified=params["importance_sampling"] == "stratified",
         precision=params["precision"],
         cuda_graph=True,  # replays each step from a CUDA graph on GPUs
-        eval_interval=params["eval_interval"],
+        eval_interval=eval_interval,
         n_iter_no_change=params["n_iter_no_change"] if state.early_stopping else None,
         validation_seed=state.scoring_seed,
         verbose=params["verbose"],

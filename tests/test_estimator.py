@@ -161,8 +161,9 @@ def test_early_stopping_keeps_the_best_or_the_final_validation_weights(tiny, gau
         (200, 256, 99, "auto", False),
         (200, 100, 200, "auto", True),  # batches of half the rows
         (200, 100, 199, "auto", False),
-        (100, 256, 100, "auto", True),  # 10 rows held out
-        (90, 256, 200, "auto", False),  # 9 rows would be held out
+        (90, 256, 100, "auto", True),  # 9 rows held out
+        (50, 256, 100, "auto", True),  # 5 rows held out
+        (44, 256, 200, "auto", False),  # 4 rows would be held out
         (200, 256, 100, False, False),
         (400, 128, 60, True, True),
     ],
@@ -193,8 +194,9 @@ def test_auto_early_stopping_where_training_passes_over_the_rows_100_times(
         (100000, 7, 256, "auto", 2856),  # up to twice at 50,000 rows
         (5000, 2, 256, False, 977),  # 50 passes at two features
         (6400, 2, 128, False, 2500),  # passes count with the batch size
-        (50, 2, 256, "auto", 500),  # too few rows to validate: 50 passes, floored
-        (100, 2, 256, False, 500),  # at least 500 steps
+        (40, 2, 256, "auto", 100),  # too few rows to validate: 50 passes, floored
+        (100, 2, 256, False, 100),  # at least 100 steps: 50 of warm-up, 50 for the energy
+        (1000, 2, 256, False, 195),  # 50 passes
     ],
 )
 def test_auto_max_iter_follows_early_stopping_rows_and_features(
@@ -228,6 +230,26 @@ def test_auto_passes_leave_out_coarse_columns(tiny):
             steps[name] = aem.n_iter_
     # 600 rows in batches of 128: 50 * (2 / 4) ** 0.25 passes, and 50 passes.
     assert steps == {"continuous": 197, "coarse": 234}
+
+
+@pytest.mark.parametrize(
+    "n_train, batch_size, expected",
+    [(4500, 256, 50), (900, 256, 50), (800, 256, 47), (95, 256, 15), (300, 100, 45), (10, 256, 15)],
+)
+def test_auto_eval_interval_is_fifteen_passes_at_most_fifty_steps(n_train, batch_size, expected):
+    params = AEMDensity(batch_size=batch_size).get_params()
+    assert backend.eval_interval_for(params, n_train) == expected
+    assert backend.eval_interval_for({**params, "eval_interval": 7}, n_train) == 7
+
+
+@pytest.mark.filterwarnings("ignore:AEMDensity is fitting only")
+def test_auto_eval_interval_validates_small_data_every_fifteen_passes(tiny, gaussian_2d):
+    # 120 rows, 108 of them trained on in one batch a step: early stopping
+    # must look every 15 steps, or it steps over a small data set's best weights.
+    params = {**tiny, "eval_interval": "auto", "early_stopping": True, "max_iter": 45}
+    aem = AEMDensity(**params, random_state=0).fit(gaussian_2d[:120])
+    assert aem.eval_steps_.tolist() == [15, 30, 45]
+    assert len(aem.validation_scores_) == 3
 
 
 def test_warm_start_continues_training(tiny, gaussian_2d):
