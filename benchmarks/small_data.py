@@ -65,7 +65,7 @@ def run(name, seed):
         report(label, aem.score_samples(X_test), seconds, detail)
         print(f"  {'   its training rows':26s}{aem.score(X_train):9.3f}", flush=True)
     print(f"  early_stopping='auto' turns it on: {_auto(X_train, seed)}")
-    (kde, chosen), seconds = _timed(fit_kde, X_train, seed)
+    (kde, chosen, _), seconds = _timed(fit_kde, X_train, seed)
     report("KernelDensity (5-fold CV)", kde.score_samples(X_test), seconds, str(chosen))
     (gmm, chosen), seconds = _timed(fit_gmm, X_train, seed)
     report("GaussianMixture (validated)", gmm.score_samples(X_test), seconds, str(chosen))
