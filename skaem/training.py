@@ -113,21 +113,55 @@ def _mean_over(rows: Tensor, group) -> float:
     return group.weighted_mean(score, rows.numel())
 
 
-def _clearly_worse(rows: Tensor, best_rows: Tensor, group, n_errors: float = 2.0) -> bool:
-    """Whether ``rows`` score below ``best_rows`` by more than ``n_errors`` standard errors.
+def _selection_optimism(candidates: Tensor, group, seed: int, n_resamples: int = 200) -> float:
+    """How much choosing the best of ``candidates`` on their own rows flatters its score.
 
-    A paired comparison on the same held-out rows and noise. The best
-    checkpoint is the largest of many noisy estimates, so its score is
-    flattering; the final, annealed weights are kept unless they are clearly
-    worse, which they are where the networks overfit.
+    ``candidates`` holds one row of held-out log-likelihoods per checkpoint
+    (checkpoints x rows). A Poisson bootstrap repeats the choice on resampled
+    rows and scores the checkpoint it picks on the rows the resample left
+    out; the mean gap between the two scores is the flattering. It is small
+    where one checkpoint stands clearly above the rest, and grows with the
+    number of close checkpoints and the noise of the rows. Out-of-bag scores
+    make it err high, towards keeping the annealed weights. Processes of
+    ``group`` resample their own rows and sum the bootstrap's totals.
     """
-    diff = (rows - best_rows).double()
-    n, total, squares = diff.numel(), diff.sum().item(), diff.square().sum().item()
-    if group is not None:
-        n, total, squares = group.sum([n, total, squares])
-    mean = total / n
-    variance = max(squares / n - mean**2, 0.0) / max(n - 1, 1)
-    return mean < -n_errors * math.sqrt(variance)
+    # Centred on each row's mean over the checkpoints: a row's level, shared by
+    # every checkpoint, would only add noise to the gaps.
+    scores = candidates.double() - candidates.double().mean(0)
+    rank = 0 if group is None else group.rank
+    generator = torch.Generator().manual_seed(seed + rank)
+    rates = torch.ones(n_resamples, scores.shape[1], dtype=torch.float64)
+    in_bag = torch.poisson(rates, generator=generator)
+    left_out = (in_bag == 0).double()
+    totals = [in_bag @ scores.T, in_bag.sum(1), left_out @ scores.T, left_out.sum(1)]
+    if group is not None:  # one reduction of all four totals
+        sizes = [total.numel() for total in totals]
+        flat = torch.from_numpy(group.sum(torch.cat([t.flatten() for t in totals]).numpy()))
+        totals = [part.view_as(t) for part, t in zip(flat.split(sizes), totals, strict=True)]
+    in_sum, in_count, out_sum, out_count = totals
+    usable = (in_count > 0) & (out_count > 0)
+    if not usable.any():
+        return 0.0
+    in_mean = in_sum[usable] / in_count[usable, None]
+    out_mean = out_sum[usable] / out_count[usable, None]
+    chosen = in_mean.argmax(1, keepdim=True)
+    gap = in_mean.gather(1, chosen) - out_mean.gather(1, chosen)
+    return max(gap.mean().item(), 0.0)
+
+
+def _best_scores_higher(
+    rows: Tensor, best_rows: Tensor, candidates: Tensor, group, seed: int
+) -> bool:
+    """Whether the best checkpoint beats the final weights on the held-out rows by
+    more than choosing it there flatters it (``_selection_optimism``).
+
+    A paired comparison on the same rows and noise. Where a few held-out rows
+    saw an anneal overfit, the best checkpoint stood clearly above the others
+    and wins; where many close checkpoints competed, the final, annealed
+    weights must fall below the best by more than the choice's flattering.
+    """
+    gap = _mean_over((rows - best_rows).double(), group)
+    return gap < -_selection_optimism(candidates, group, seed)
 
 
 def make_optimizer(model: AEM, learning_rate: float, capturable: bool = False) -> torch.optim.Adam:
@@ -298,6 +332,7 @@ class ResumePoint:
     bad_evals: int = 0
     best_score: float = -math.inf
     best_rows: Tensor | None = None
+    candidate_rows: tuple = ()  # every checkpoint's held-out rows (CPU), for the final choice
     finished: bool = False
 
     def cpu(self) -> "ResumePoint":
@@ -355,11 +390,12 @@ class _Run:
         self.done, self.n_steps = 0, config.max_iter  # steps of the cycle: done before, in all
         self.annealing, self.bad_evals, self.rows = False, 0, None
         self.history = TrainingHistory()
-        best_score, best_rows = -math.inf, None
+        best_score, best_rows, self.candidates = -math.inf, None, []
         if resume is not None:
             self._resume(resume)
             if not resume.finished:
                 best_score, best_rows = resume.best_score, resume.best_rows
+                self.candidates = list(resume.candidate_rows)
         self.best = self._checkpoint(self.done, best_score, best_rows)
 
     def _resume(self, point: ResumePoint) -> None:
@@ -399,6 +435,7 @@ class _Run:
             bad_evals=self.bad_evals,
             best_score=best_score,
             best_rows=best_rows,
+            candidate_rows=tuple(self.candidates),
             finished=finished,
         )
 
@@ -420,6 +457,8 @@ class _Run:
         if self.x_valid is not None:
             self.rows = validation_rows(self.model, self.x_valid, self.config, warmup)
             score = _mean_over(self.rows, self.group)
+            if not warmup:  # a candidate for the best checkpoint
+                self.candidates.append(self.rows.detach().cpu())
             self.history.validation_scores.append(score)
         self.history.steps.append(step - self.done)
         self.history.train_scores.append(train_score)
@@ -462,7 +501,9 @@ class _Run:
             if history.diverged:
                 self.model.load_state_dict(best.weights)
             elif self.x_valid is not None and best.step != step:
-                if _clearly_worse(self.rows, best.rows, self.group):
+                candidates = torch.stack(self.candidates)
+                seed = self.config.validation_seed
+                if _best_scores_higher(self.rows, best.rows, candidates, self.group, seed):
                     self.model.load_state_dict(best.weights)
                 else:
                     best.step = step
@@ -495,8 +536,9 @@ def train(
     With validation, ``n_iter_no_change`` evaluations without improvement
     (a plateau) restore the best weights and anneal the learning rate to
     zero over as many steps as the patience spanned; the run ends there.
-    At the end the final, annealed weights stay unless the held-out rows
-    score them clearly below the best checkpoint (``_clearly_worse``).
+    At the end the final, annealed weights stay unless the best checkpoint
+    beats them on the held-out rows by more than choosing it there flatters
+    its score (``_best_scores_higher``).
     A non-finite loss stops the run with a warning and restores the best
     weights; so does an interrupt (Ctrl-C, a notebook's stop button), which
     ends the run without losing its work.
