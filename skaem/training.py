@@ -435,7 +435,7 @@ class _Run:
             bad_evals=self.bad_evals,
             best_score=best_score,
             best_rows=best_rows,
-            candidate_rows=tuple(self.candidates),
+            candidate_rows=() if finished else tuple(self.candidates),  # a new cycle starts afresh
             finished=finished,
         )
 

@@ -141,6 +141,31 @@ def test_warm_start_finishes_an_interrupted_fit_exactly_as_one_whole_fit(
         torch.testing.assert_close(aem.model_.state_dict()[name], value, rtol=0, atol=0)
 
 
+def test_an_interrupted_fit_ends_choosing_among_the_same_checkpoints_as_a_whole_one(
+    tiny, gaussian_2d, interrupt_at, monkeypatch
+):
+    # The final choice reads every checkpoint's held-out rows: the resume
+    # point must carry those recorded before the interrupt.
+    seen = []
+    finish = training._Run.finish
+
+    def recording_finish(run, step):
+        seen.append(torch.stack(run.candidates))
+        return finish(run, step)
+
+    monkeypatch.setattr(training._Run, "finish", recording_finish)
+    params = dict(tiny, early_stopping=True, max_iter=100, random_state=0)
+    AEMDensity(**params).fit(gaussian_2d)
+    interrupt_at(85)
+    aem = AEMDensity(**params, warm_start=True)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        aem.fit(gaussian_2d)
+    aem.fit(gaussian_2d)
+    whole, resumed = seen[0], seen[-1]
+    assert len(whole) == 5  # evaluations at 20, 40, 60, 80 and 100 (warm-up: 10 steps)
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
+
+
 def test_warm_start_after_a_finished_fit_keeps_adams_moments(tiny, gaussian_2d):
     aem = AEMDensity(**tiny, warm_start=True, random_state=0).fit(gaussian_2d)
     aem.fit(gaussian_2d)
