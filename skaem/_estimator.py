@@ -282,9 +282,10 @@ class AEMDensity(DensityMixin, BaseEstimator):
         ``eval_interval`` steps. After ``n_iter_no_change`` evaluations
         without improvement, go back to the best weights and anneal the
         learning rate to zero over as many steps, then stop. The final
-        weights are kept unless the held-out rows score them clearly (two
-        standard errors, paired) below the best ones, which are then
-        restored. "auto" does so where the steps allowed (``max_iter``, or
+        weights are kept unless the best ones beat them on the held-out
+        rows by more than choosing the best there flatters it (a bootstrap
+        over those rows measures it); the best are then restored. "auto"
+        does so where the steps allowed (``max_iter``, or
         for "auto" its budget) pass over the rows 100 times or more
         (``steps * min(batch_size, n_samples) >= 100 * n_samples``: at the
         defaults, fewer than 12,800 rows of 2 features or 2,560 of 10) and

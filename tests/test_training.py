@@ -55,7 +55,8 @@ def test_selection_optimism_ignores_a_level_shared_by_every_checkpoint():
     candidates = torch.randn(30, 100, generator=generator)
     shifted = candidates + 5.0 * torch.randn(100, generator=generator)  # rows far apart
     assert _selection_optimism(shifted, None, seed=0) == pytest.approx(
-        _selection_optimism(candidates, None, seed=0), abs=1e-6  # float32 rows
+        _selection_optimism(candidates, None, seed=0),
+        abs=1e-6,  # float32 rows
     )
 
 
