@@ -146,7 +146,9 @@ def _selection_optimism(candidates: Tensor, group, seed: int, n_resamples: int =
     out_mean = out_sum[usable] / out_count[usable, None]
     chosen = in_mean.argmax(1, keepdim=True)
     gap = in_mean.gather(1, chosen) - out_mean.gather(1, chosen)
-    return max(gap.mean().item(), 0.0)
+    optimism = gap.mean().item()
+    # A checkpoint scoring a row -inf leaves no finite measure: compare plainly.
+    return max(optimism, 0.0) if math.isfinite(optimism) else 0.0
 
 
 def _best_scores_higher(

@@ -1,5 +1,6 @@
 """The training loop's learning-rate schedule and its choice of the weights it keeps."""
 
+import math
 import pickle
 
 import numpy as np
@@ -98,6 +99,16 @@ def test_a_plateau_anneals_for_as_long_as_the_patience_before_stopping(
     aem.fit(gaussian_2d)
     # The plateau is seen at step 80; annealing then takes 3 evaluations of 20 steps.
     assert aem.n_iter_ == 80 + 3 * 20
+
+
+def test_annealed_weights_that_score_a_held_out_row_minus_infinity_are_not_kept():
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.randn(10, 50, generator=generator)
+    best = candidates[candidates.mean(1).argmax()]
+    final = best + 0.5
+    final[3] = -math.inf
+    candidates[-1] = final
+    assert _best_scores_higher(final, best, candidates, None, seed=0)
 
 
 @pytest.mark.parametrize("drop, kept", [(0.5, "best"), (0.001, "final")])
