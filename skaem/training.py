@@ -127,7 +127,8 @@ def _selection_optimism(candidates: Tensor, group, seed: int, n_resamples: int =
     """
     # Centred on each row's mean over the checkpoints: a row's level, shared by
     # every checkpoint, would only add noise to the gaps.
-    scores = candidates.double() - candidates.double().mean(0)
+    scores = candidates.double()
+    scores = scores - scores.mean(0)
     rank = 0 if group is None else group.rank
     generator = torch.Generator().manual_seed(seed + rank)
     rates = torch.ones(n_resamples, scores.shape[1], dtype=torch.float64)
