@@ -18,6 +18,8 @@ from . import threads
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_PI = math.log(math.pi)
+# Centres of the slots that share one fitted component, in its scales.
+_SLOT_SPACING = 0.05
 
 
 def normal_log_prob(x: Tensor, loc: Tensor, scale: Tensor) -> Tensor:
@@ -43,26 +45,32 @@ class GaussianMixtureProposal(nn.Module):
         """The proposal of one feature, or of a slice of them (the same map for every feature)."""
         return self
 
-    def initial_params(self, x: Tensor, em_steps: int = 0) -> Tensor:
+    def initial_params(
+        self, x: Tensor, em_steps: int = 0, em_components: int | None = None
+    ) -> Tensor:
         """Parameters (D, 3K) of a mixture per column of ``x`` (N, D).
 
         Without ``em_steps``, a smoothed histogram of the column: component k
         at the median of the k-th of K equal-mass bins, with the bin's width
         as its scale and equal weights. With them, the column's
-        maximum-likelihood mixture as far as that many steps reach: greedy
-        k-means++ seeds, then Lloyd's k-means and expectation-maximisation,
-        ``em_steps`` steps each. Scales stay at least a hundredth of a
-        standardised unit (repeated values would otherwise collapse them).
+        maximum-likelihood mixture of ``em_components`` Gaussians (None: K)
+        as far as that many steps reach: greedy k-means++ seeds, then Lloyd's
+        k-means and expectation-maximisation, ``em_steps`` steps each; fewer
+        than K are spread over the K slots (:func:`_spread_over`). Scales stay
+        at least a hundredth of a standardised unit (repeated values would
+        otherwise collapse them).
         """
         floor = max(0.01, 2 * self.min_scale)
         columns = x.double().T
         if em_steps:
+            k = em_components or self.n_components
             log_weights, loc, scale = _k_means(
-                columns, _k_means_plus_plus(columns, self.n_components), floor, em_steps
+                columns, _k_means_plus_plus(columns, k), floor, em_steps
             )
             for _ in range(em_steps):
                 log_weights, loc, scale = _em_step(columns, log_weights, loc, scale, floor)
                 threads.tick()
+            log_weights, loc, scale = _spread_over(log_weights, loc, scale, self.n_components)
         else:
             log_weights, loc, scale = _histogram(columns, self.n_components, floor)
         raw_scale = _inverse_softplus(scale - self.min_scale)
@@ -298,6 +306,30 @@ def _em_step(x: Tensor, log_weights: Tensor, loc: Tensor, scale: Tensor, floor: 
     scale = torch.where(alive, spread.sqrt().clamp(min=floor), scale)
     log_weights = (mass / x.shape[1]).clamp(min=1e-12).log()
     return log_weights - log_weights.logsumexp(-1, keepdim=True), loc, scale
+
+
+def _spread_over(log_weights: Tensor, loc: Tensor, scale: Tensor, n_slots: int):
+    """Mixtures of K' components (D, K') over ``n_slots`` >= K' slots.
+
+    Component i fills about ``n_slots / K'`` slots that share its weight,
+    their centres a twentieth of its scale apart: the density barely moves,
+    and gradient steps can tell the slots apart (identical slots would get
+    identical gradients for good).
+    """
+    k = loc.shape[-1]
+    if k == n_slots:
+        return log_weights, loc, scale
+    counts = torch.full((k,), n_slots // k, device=loc.device)
+    counts[: n_slots % k] += 1
+    index = torch.repeat_interleave(torch.arange(k, device=loc.device), counts)
+    first_slot = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n_slots, device=loc.device) - first_slot[index]
+    offset = (rank - (counts[index] - 1) / 2).to(loc.dtype) * _SLOT_SPACING
+    return (
+        log_weights[:, index] - counts[index].to(loc.dtype).log(),
+        loc[:, index] + offset * scale[:, index],
+        scale[:, index],
+    )
 
 
 def _inverse_softplus(y: Tensor) -> Tensor:

@@ -163,18 +163,44 @@ def test_first_feature_starts_from_em_with_ten_rows_a_component():
         first = model.proposal_log_prob(x)[:, 0].mean()
     assert abs(first - log_density.mean()) < 0.02
     bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
-    # Fewer than ten rows a component: the quantile start, as EM would overfit.
-    few = x[:150]
+    # Fewer than ten rows a component for every count EM may fit (16 down to
+    # 2): the quantile start, as EM would overfit.
+    few = x[:15]
     model.initialize_proposal(few)
     assert torch.equal(bias, proposal.initial_params(few[:, :1])[0])
-    # Ten rows a component, but EM's 32 components on 400 rows of one Gaussian
-    # score held-out rows below the smoothed histogram: the quantile start again.
+
+
+def test_first_feature_em_fits_fewer_components_where_the_held_out_rows_want_them():
+    generator = torch.Generator().manual_seed(2)
     wide = GaussianMixtureProposal(32)
     model = _small_aem(wide)
+    # Heavy tails: 32 components give single tail rows narrow ones of their own.
+    student = torch.distributions.StudentT(1.5)
+    torch.manual_seed(2)
+    x = torch.cat([student.sample((4500, 1)), torch.randn(4500, 1, generator=generator)], 1)
+    fresh = student.sample((20000, 1))
+    model.initialize_proposal(x)
+    with torch.no_grad():
+        started = wide.log_prob(model.made.output_layer.bias.view(2, -1)[0, 4:], fresh).mean()
+    full = wide.initial_params(x[:, :1], em_steps=100)[0]
+    assert model._first_feature_em_components(x[:, :1]) < 32
+    assert started > wide.log_prob(full, fresh).mean() + 0.01
+    # 400 rows of one Gaussian: a few components, not the 32 that overfit them.
     smooth = torch.randn(400, 2, generator=generator)
-    model.initialize_proposal(smooth)
-    bias = model.made.output_layer.bias.view(2, -1)[0, model.context_features :]
-    assert torch.equal(bias, wide.initial_params(smooth[:, :1])[0])
+    assert 0 < model._first_feature_em_components(smooth[:, :1]) < 32
+
+
+def test_fewer_fitted_components_spread_over_the_slots_keep_their_density():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(3000, 1, generator=generator) - 2, torch.randn(1000, 1) + 2])
+    proposal, fitted = GaussianMixtureProposal(7), GaussianMixtureProposal(3)
+    spread = proposal.initial_params(x, em_steps=50, em_components=3)
+    assert spread.shape == (1, 21)
+    _, loc, _ = proposal.split(spread)
+    assert len(torch.unique(loc)) == 7  # distinct slots, so gradients can part them
+    grid = torch.linspace(-6, 6, 101)[None]
+    own = fitted.log_prob(fitted.initial_params(x, em_steps=50), grid)
+    assert torch.allclose(proposal.log_prob(spread, grid), own, atol=0.02)
 
 
 def test_coarse_columns_are_those_whose_recorded_values_repeat():
