@@ -284,9 +284,7 @@ class AEMDensity(DensityMixin, BaseEstimator):
         learning rate to zero over as many steps, then stop. The final
         weights are kept unless the best ones beat them on the held-out
         rows by more than choosing the best there flatters it (a bootstrap
-        over those rows measures it); the best are then restored. An
-        anneal whose held-out score falls to where that choice would
-        restore the best weights stops there. "auto"
+        over those rows measures it); the best are then restored. "auto"
         does so where the steps allowed (``max_iter``, or
         for "auto" its budget) pass over the rows 100 times or more
         (``steps * min(batch_size, n_samples) >= 100 * n_samples``: at the

@@ -498,7 +498,6 @@ class _Run:
         self.schedule.anneal_now(step, n_anneal)
         self.history.anneal_step = step - self.done
         self.annealing, self.bad_evals = True, 0
-        self.last_score = -math.inf  # a fall is the anneal's own, not from the plateau's weights
         return False
 
     def _anneal_fails(self) -> bool:
