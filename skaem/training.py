@@ -397,7 +397,6 @@ class _Run:
         self.stream = BatchStream(x_train.shape[0], config.batch_size, generator, x_train.device)
         self.done, self.n_steps = 0, config.max_iter  # steps of the cycle: done before, in all
         self.annealing, self.bad_evals, self.rows = False, 0, None
-        self.last_score, self.fell = -math.inf, False  # the score of the evaluation before
         self.history = TrainingHistory()
         best_score, best_rows, self.candidates = -math.inf, None, []
         if resume is not None:
@@ -405,7 +404,6 @@ class _Run:
             if not resume.finished:
                 best_score, best_rows = resume.best_score, resume.best_rows
                 self.candidates = list(resume.candidate_rows)
-                self.last_score = best_score  # an interrupted run resumes at its best evaluation
         self.best = self._checkpoint(self.done, best_score, best_rows)
 
     def _resume(self, point: ResumePoint) -> None:
@@ -467,7 +465,6 @@ class _Run:
         if self.x_valid is not None:
             self.rows = validation_rows(self.model, self.x_valid, self.config, warmup)
             score = _mean_over(self.rows, self.group)
-            self.fell, self.last_score = score < self.last_score, score
             if not warmup:  # a candidate for the best checkpoint
                 self.candidates.append(self.rows.detach().cpu())
             self.history.validation_scores.append(score)
@@ -504,7 +501,10 @@ class _Run:
         """Whether the anneal's score fell at this evaluation to where the
         final choice would already restore the best weights: on small data an
         anneal after a plateau overfits, and its remaining steps are wasted."""
-        if not (_CUT_FAILING_ANNEALS and self.x_valid is not None and self.fell):
+        scores = self.history.validation_scores
+        if not _CUT_FAILING_ANNEALS or self.x_valid is None or len(scores) < 2:
+            return False
+        if scores[-1] >= scores[-2]:
             return False
         candidates = torch.stack(self.candidates)
         seed = self.config.validation_seed
@@ -557,13 +557,10 @@ def train(
     are the best so far (or, without validation, the latest finite ones).
     With validation, ``n_iter_no_change`` evaluations without improvement
     (a plateau) restore the best weights and anneal the learning rate to
-    zero over as many steps as the patience spanned; the run ends there,
-    or sooner, at an evaluation whose held-out score fell and where the
-    final choice would already restore the best weights (on small data
-    such an anneal only overfits further). At the end the final, annealed
-    weights stay unless the best checkpoint beats them on the held-out rows
-    by more than choosing it there flatters its score
-    (``_best_scores_higher``).
+    zero over as many steps as the patience spanned; the run ends there.
+    At the end the final, annealed weights stay unless the best checkpoint
+    beats them on the held-out rows by more than choosing it there flatters
+    its score (``_best_scores_higher``).
     A non-finite loss stops the run with a warning and restores the best
     weights; so does an interrupt (Ctrl-C, a notebook's stop button), which
     ends the run without losing its work.
