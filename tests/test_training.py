@@ -101,25 +101,6 @@ def test_a_plateau_anneals_for_as_long_as_the_patience_before_stopping(
     assert aem.n_iter_ == 80 + 3 * 20
 
 
-def test_an_anneal_that_falls_behind_the_best_weights_stops_there(tiny, gaussian_2d, monkeypatch):
-    # Evaluations every 20 steps: the best at step 20, a plateau to step 80,
-    # then an anneal (to step 140) whose held-out score falls by a nat each time.
-    levels = [0.0, -0.1, -0.1, -0.1, -1.0, -2.0, -3.0, -3.0]  # the last: what the energy added
-    weights = []
-
-    def rows(model, x, config, warmup):
-        weights.append({k: v.clone() for k, v in model.state_dict().items()})
-        noise = 0.1 * torch.randn(len(x), generator=torch.Generator().manual_seed(len(weights)))
-        return noise - noise.mean() + levels[len(weights) - 1]
-
-    monkeypatch.setattr(training, "validation_rows", rows)
-    params = {**tiny, "max_iter": 10_000, "warmup_steps": 0, "early_stopping": True}
-    aem = AEMDensity(**params, n_iter_no_change=3, random_state=0).fit(gaussian_2d)
-    assert aem.n_iter_ == 100  # the anneal's first evaluation, not its end at 140
-    for name, value in aem.model_.state_dict().items():
-        torch.testing.assert_close(value, weights[0][name])
-
-
 def test_annealed_weights_that_score_a_held_out_row_minus_infinity_are_not_kept():
     generator = torch.Generator().manual_seed(0)
     candidates = torch.randn(10, 50, generator=generator)
