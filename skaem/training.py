@@ -105,11 +105,6 @@ def validation_rows(model: AEM, x_valid: Tensor, config: TrainingConfig, warmup:
     return terms.sum(-1)
 
 
-# An anneal stops early where its held-out score falls to where the final choice
-# would restore the best weights (the anneal then only overfits further).
-_CUT_FAILING_ANNEALS = True
-
-
 def _mean_over(rows: Tensor, group) -> float:
     """The mean of ``rows`` over the processes of ``group``, weighted by the rows each holds."""
     score = rows.mean().item()
@@ -481,10 +476,9 @@ class _Run:
             self.bad_evals += 1
 
     def stops_after(self, step: int) -> bool:
-        """Whether the run ends at this evaluation: the end of an anneal, an
-        anneal that is failing, or a plateau."""
+        """Whether the run ends at this evaluation: the end of an anneal, or a plateau."""
         if self.annealing:
-            return step >= self.schedule.end or self._anneal_fails()
+            return step >= self.schedule.end
         patience = self.config.n_iter_no_change
         if patience is None or self.bad_evals < patience or step == self.n_steps:
             return False
@@ -496,19 +490,6 @@ class _Run:
         self.history.anneal_step = step - self.done
         self.annealing, self.bad_evals = True, 0
         return False
-
-    def _anneal_fails(self) -> bool:
-        """Whether the anneal's score fell at this evaluation to where the
-        final choice would already restore the best weights: on small data an
-        anneal after a plateau overfits, and its remaining steps are wasted."""
-        scores = self.history.validation_scores
-        if not _CUT_FAILING_ANNEALS or self.x_valid is None or len(scores) < 2:
-            return False
-        if scores[-1] >= scores[-2]:
-            return False
-        candidates = torch.stack(self.candidates)
-        seed = self.config.validation_seed
-        return _best_scores_higher(self.rows, self.best.rows, candidates, self.group, seed)
 
     def finish(self, step: int) -> TrainingHistory:
         """Choose the weights to keep and where a later call goes on from."""
