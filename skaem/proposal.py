@@ -370,7 +370,9 @@ class UniformProposal(nn.Module):
     n_params = 0
     heavy_log_prob = heavy_sample = None  # bounded support: weights are bounded
 
-    def initial_params(self, x: Tensor, em_steps: int = 0) -> Tensor:
+    def initial_params(
+        self, x: Tensor, em_steps: int = 0, em_components: int | None = None
+    ) -> Tensor:
         """No parameters: shape (D, 0)."""
         return x.new_zeros(x.shape[1], 0)
 
