@@ -656,8 +656,9 @@ class AEMDensity(DensityMixin, BaseEstimator):
     def score_samples(self, X, return_std=False):
         """Estimated log-density of each row of X.
 
-        Deterministic: a row gets the same score whatever other rows are
-        scored with it and however often it is scored.
+        Deterministic: a row gets the same score however often it is
+        scored, and whatever other rows are scored with it to float32
+        rounding.
 
         Parameters
         ----------

@@ -2,9 +2,11 @@
 
 Scores are computed in chunks whose shape depends only on (D, S), never on
 the number of rows: the last chunk is padded. Every row therefore goes
-through exactly the same arithmetic wherever it sits in X, which makes
-``score_samples`` bitwise invariant to the order and subset of rows, and
-bounds peak memory whatever the number of rows.
+through the same products of the same shapes wherever it sits in X, which
+makes ``score_samples`` invariant to the order and subset of rows to float32
+rounding (a row in a product's last, partial block of rows can differ by
+one unit in the last place), and bounds peak memory whatever the number of
+rows.
 """
 
 import torch
