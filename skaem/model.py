@@ -214,8 +214,8 @@ class AEM(nn.Module):
         n_components = getattr(self.proposal, "n_components", 0)  # the uniform has none
         if not (FIRST_FEATURE_EM_STEPS and n_components):
             return 0
-        counts = sorted({n_components >> i for i in range(FIRST_FEATURE_EM_HALVINGS + 1)} - {0})
-        counts = [k for k in reversed(counts) if len(column) >= 10 * k]
+        counts = {n_components >> i for i in range(FIRST_FEATURE_EM_HALVINGS + 1)}
+        counts = [k for k in sorted(counts, reverse=True) if k and len(column) >= 10 * k]
         if not counts:
             return 0
         held = torch.arange(len(column), device=column.device) % 5 == 0

@@ -322,11 +322,10 @@ def _spread_over(log_weights: Tensor, loc: Tensor, scale: Tensor, n_slots: int):
     counts = torch.full((k,), n_slots // k, device=loc.device)
     counts[: n_slots % k] += 1
     index = torch.repeat_interleave(torch.arange(k, device=loc.device), counts)
-    first_slot = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n_slots, device=loc.device) - first_slot[index]
-    offset = (rank - (counts[index] - 1) / 2).to(loc.dtype) * _SLOT_SPACING
+    rank, count = (t.to(loc.dtype) for t in _place_in_runs(index))
+    offset = (rank - (count - 1) / 2) * _SLOT_SPACING
     return (
-        log_weights[:, index] - counts[index].to(loc.dtype).log(),
+        log_weights[:, index] - count.log(),
         loc[:, index] + offset * scale[:, index],
         scale[:, index],
     )
