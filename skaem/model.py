@@ -58,19 +58,6 @@ COARSE_MIN_ROWS = 500
 # itself is close to the floor on scales: MAF's POWER records the minute of
 # the day in steps of 2.4 min_scale, and the gain there cost 0.06 nats.
 COARSE_STEP_SCALES = 10
-# A later conditional's mixture moves with a linear function of the earlier
-# features (every component alike), started at their ridge regression on the
-# training rows, where that regression leaves at most
-# LINEAR_LOCATION_MAX_RESIDUAL of a held-out fifth's variance: a network from
-# standardised inputs learns a near-exact linear dependence (a perimeter and
-# its radius) slowly, and on a few hundred rows early stopping ends the fit
-# long before. Weaker dependence the networks learn themselves; a linear term
-# there cost small data sets (106 wine rows: 4.7-30 nats). The ridge is
-# LINEAR_LOCATION_RIDGE of each regressor's sum of squares.
-LINEAR_LOCATION = True
-LINEAR_LOCATION_MAX_RESIDUAL = 0.15
-LINEAR_LOCATION_RIDGE = 1e-3
-LINEAR_LOCATION_TRAINED = True
 
 
 def coarse_columns(x: Tensor, min_scale: float) -> Tensor:
@@ -176,13 +163,6 @@ class AEM(nn.Module):
             nn.init.zeros_(self.energy.output_layer.bias)
         if hasattr(proposal, "with_scale_gain"):  # set from the data by initialize_proposal
             self.register_buffer("scale_gain", torch.ones(n_features))
-        if hasattr(proposal, "with_location_shift"):  # set from the data by initialize_proposal
-            mask = torch.ones(n_features, n_features).tril(-1) * LINEAR_LOCATION
-            self.linear_location = nn.Parameter(
-                torch.zeros(n_features, n_features), requires_grad=LINEAR_LOCATION_TRAINED
-            )
-            self.register_buffer("linear_location_mask", mask)
-            self.register_buffer("linear_location_center", torch.zeros(n_features))
 
     @torch.no_grad()
     def initialize_proposal(self, x: Tensor) -> None:
@@ -201,10 +181,7 @@ class AEM(nn.Module):
 
         It also sets ``scale_gain`` from ``x``: ``COARSE_SCALE_GAIN`` for the
         columns that :func:`coarse_columns` finds recorded coarsely, 1 for
-        the others (the first feature's start unchanged either way); and
-        starts the later conditionals' linear location at the ridge
-        regression of each feature on the earlier ones
-        (:meth:`_initialize_linear_location`).
+        the others (the first feature's start unchanged either way).
         """
         first = self.made.output_layer.bias.view(self.n_features, -1)[0]
         column = x[:: max(1, x.shape[0] // FIRST_FEATURE_EM_ROWS), :1]
@@ -217,40 +194,6 @@ class AEM(nn.Module):
             gain.copy_(torch.where(coarse, COARSE_SCALE_GAIN, 1.0))
             params = self.proposal.with_scale_gain(params, 1 / gain[:1])  # the same start
         first[self.context_features :] = params[0]
-        if self._linear_location() is not None and LINEAR_LOCATION:
-            coarse = gain != 1 if gain is not None else None
-            self._initialize_linear_location(x, coarse)
-
-    def _linear_location(self) -> Tensor | None:
-        # None for the uniform proposal and for models pickled before it.
-        return self._parameters.get("linear_location")
-
-    def _initialize_linear_location(self, x: Tensor, coarse: Tensor | None) -> None:
-        """Start each later feature's linear location at its ridge regression
-        on the earlier features of ``x`` (N, D), about the column means, where
-        that regression, fitted on four fifths of the rows, leaves at most
-        ``LINEAR_LOCATION_MAX_RESIDUAL`` of the other fifth's variance; the
-        other features, and coarsely recorded ones (their mixtures sit on the
-        recorded values, which a shift would move off), keep none."""
-        x = x.double()
-        held = torch.arange(len(x), device=x.device) % 5 == 0
-        fit = _ridge_regressions(x[~held]) if held.any() and (~held).sum() > 1 else None
-        mask = torch.zeros(self.n_features, self.n_features, device=x.device)
-        if fit is not None:
-            coef, center = fit
-            centred = x[held] - center
-            residual = centred - centred @ coef.T
-            explained = residual.var(0, correction=0) <= (
-                LINEAR_LOCATION_MAX_RESIDUAL * centred.var(0, correction=0)
-            )
-            if coarse is not None:
-                explained &= ~coarse
-            mask[explained] = 1
-            mask = mask.tril(-1)
-        coef, center = _ridge_regressions(x)
-        self.linear_location.copy_(coef * mask)
-        self.linear_location_mask.copy_(mask)
-        self.linear_location_center.copy_(center)
 
     @property
     def n_coarse_columns(self) -> int:
@@ -292,10 +235,6 @@ class AEM(nn.Module):
         params, gain = params.to(x.dtype), self._scale_gain()
         if gain is not None:
             params = self.proposal.with_scale_gain(params, gain.to(x.dtype))
-        weight = self._linear_location()
-        if weight is not None:
-            shift = (x - self.linear_location_center) @ (weight * self.linear_location_mask).T
-            params = self.proposal.with_location_shift(params, shift.to(x.dtype))
         return params, self.energy.project_context(context)
 
     def points_per_block(self, device: torch.device) -> int:
@@ -585,22 +524,6 @@ class AEM(nn.Module):
         log_kernel = normal_log_prob(x.unsqueeze(-1), samples, x.new_tensor(bandwidth))
         log_kde = torch.logsumexp(log_wbar + log_kernel, dim=-1)
         return torch.logaddexp(log_kde + _log(1 - proposal_weight), log_q + _log(proposal_weight))
-
-
-def _ridge_regressions(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Each column of ``x`` (N, D) regressed on the earlier ones about the
-    column means: coefficients (D, D), zero on and above the diagonal, and
-    the means (D,). The ridge is ``LINEAR_LOCATION_RIDGE`` of each
-    regressor's sum of squares, which keeps collinear columns solvable."""
-    center = x.mean(0)
-    centred = x - center
-    gram = centred.T @ centred
-    coef = torch.zeros_like(gram)
-    for feature in range(1, x.shape[1]):
-        a = gram[:feature, :feature]
-        ridge = LINEAR_LOCATION_RIDGE * a.diagonal().clamp(min=1e-12)
-        coef[feature, :feature] = torch.linalg.solve(a + torch.diag(ridge), gram[:feature, feature])
-    return coef, center
 
 
 def _rounding(log_z: Tensor) -> Tensor:

@@ -83,13 +83,6 @@ class GaussianMixtureProposal(nn.Module):
         k = 2 * self.n_components
         return torch.cat([params[..., :k], params[..., k:] * gain.unsqueeze(-1)], dim=-1)
 
-    def with_location_shift(self, params: Tensor, shift: Tensor) -> Tensor:
-        """``params`` (..., D, 3K) with every component of each conditional
-        moved by its ``shift`` (..., D)."""
-        k = self.n_components
-        loc = params[..., k : 2 * k] + shift.unsqueeze(-1)
-        return torch.cat([params[..., :k], loc, params[..., 2 * k :]], dim=-1)
-
     def split(self, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log mixture weights, locations and scales, each (..., K)."""
         logits, loc, raw_scale = params.chunk(3, dim=-1)

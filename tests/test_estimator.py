@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from scipy.stats import ks_2samp, multivariate_normal, norm
+from scipy.stats import ks_2samp, multivariate_normal
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -31,27 +31,6 @@ def test_reaches_true_mean_log_likelihood_of_gaussians(tiny, dim):
     aem = AEMDensity(**params, random_state=0).fit(X)
     gap = truth.logpdf(X_test).mean() - aem.score(X_test)
     assert abs(gap) < 0.05, gap
-
-
-def _near_linear_rows(n, seed):
-    """Five features, the last two linear in the first three to within 5%;
-    and their exact log-density."""
-    rng = np.random.default_rng(seed)
-    z, noise = rng.normal(size=(n, 3)), 0.05 * rng.normal(size=(n, 2))
-    X = np.column_stack([z, z[:, 0] + z[:, 1] + noise[:, 0], z[:, 2] - z[:, 0] + noise[:, 1]])
-    log_density = norm.logpdf(z).sum(1) + norm.logpdf(noise, scale=0.05).sum(1)
-    return X, log_density
-
-
-@pytest.mark.slow
-def test_a_near_exact_linear_dependence_is_fitted_on_a_few_hundred_rows(tiny):
-    # The linear location starts such conditionals at the regression; the
-    # networks alone reached a gap of 0.82 in these steps (0.39 with it).
-    X, _ = _near_linear_rows(400, 0)
-    X_test, log_density = _near_linear_rows(2000, 1)
-    aem = AEMDensity(**{**tiny, "max_iter": 200}, random_state=0).fit(X)
-    gap = log_density.mean() - aem.score(X_test)
-    assert gap < 0.5, gap
 
 
 @pytest.mark.slow

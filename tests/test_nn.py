@@ -113,9 +113,7 @@ def test_initialized_proposal_matches_the_first_feature_before_training():
     truth = true_log_q.mean(0)
     assert truth[0] - after[0] < 0.2, (truth, after)
     assert truth[0] - before[0] > 1.0, (truth, before)
-    # The second column is independent of the first: its regression on it,
-    # which starts the linear location, is near zero.
-    assert abs(after[1] - before[1]) < 0.05, (before, after)
+    assert after[1] == before[1]
 
 
 def _many_modes(n_rows, generator):
@@ -241,43 +239,3 @@ def test_scale_gain_marks_coarse_columns_and_keeps_the_start(monkeypatch):
     with torch.no_grad():
         # The gain changes how fast the scales move, not where they start.
         torch.testing.assert_close(model.proposal_log_prob(x), plain.proposal_log_prob(x))
-
-
-def _linear_location_model(x):
-    torch.manual_seed(0)
-    model = AEM(x.shape[1], GaussianMixtureProposal(4), 16, 1, 4, 8, 1)
-    model.initialize_proposal(x)
-    return model
-
-
-def _mixture_mean(model, x):
-    with torch.no_grad():
-        log_weights, loc, _ = model.proposal.split(model.conditionals(x)[0])
-    return (log_weights.exp() * loc).sum(-1)  # (N, D)
-
-
-def test_linear_location_starts_at_the_regression_on_a_near_exact_dependence():
-    generator = torch.Generator().manual_seed(0)
-    first = torch.randn(2000, 1, generator=generator)
-    noise = torch.randn(2000, 2, generator=generator)
-    # The second feature is 2 x the first to within 1%; the third does not depend on it.
-    x = torch.cat([first, 2 * first + 0.02 * noise[:, :1], noise[:, 1:]], dim=1)
-    model = _linear_location_model(x)
-    assert model.linear_location_mask.tolist() == [[0, 0, 0], [1, 0, 0], [0, 0, 0]]
-    assert abs(model.linear_location[1, 0].item() - 2) < 0.01
-    # The second conditional's mean follows the first feature with that slope.
-    low, high = torch.tensor([[-1.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]])
-    slope = (_mixture_mean(model, high) - _mixture_mean(model, low))[0, 1] / 2
-    assert abs(slope.item() - 2) < 0.05
-
-
-def test_linear_location_leaves_weak_and_coarse_dependence_to_the_networks():
-    generator = torch.Generator().manual_seed(0)
-    first = torch.randn(2000, 1, generator=generator)
-    # Correlated at 0.9: the regression leaves 19% of the variance (more than 15%).
-    weak = 0.9 * first + 0.44 * torch.randn(2000, 1, generator=generator)
-    coarse = torch.round(3 * first)  # a near-exact function, but recorded coarsely
-    model = _linear_location_model(torch.cat([first, weak, coarse], dim=1))
-    assert model.scale_gain[2] != 1  # coarse
-    assert model.linear_location_mask.sum() == 0
-    assert model.linear_location.abs().sum() == 0
